@@ -1,0 +1,22 @@
+"""Generation backends behind one interface, and the batching service in front of them."""
+
+from __future__ import annotations
+
+from ..recipe import ModelConfig
+from .base import Backend, Completion, GenerationError, GenRequest, Sampling
+from .service import GenerationService
+
+__all__ = ["Backend", "Completion", "GenerationError", "GenRequest", "GenerationService", "Sampling", "build_backend"]
+
+
+def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | None = None) -> Backend:
+    """Load a backend; heavy and optional packages are imported only here, when needed."""
+    if backend == "transformers":
+        from .hf import TransformersBackend
+
+        return TransformersBackend(cfg, place, adapter=adapter)
+    if backend == "llama_cpp":
+        from .llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(cfg, place)
+    raise ValueError(f"unknown backend {backend!r}")

@@ -1,0 +1,205 @@
+"""The transformers backend: any causal LM (a GGUF file too), batched, with per-token log-probs
+and an optional PEFT LoRA adapter that one call can switch off."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from ..errors import UserError
+from ..recipe import ModelConfig
+from .base import Completion, GenerationError, GenRequest
+from .models import locate
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise UserError("device", "cuda was requested but no CUDA device is available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str):
+    import torch
+
+    if requested == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, requested)
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, cfg: ModelConfig, place: str, adapter: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.location = locate(cfg)
+        self.model_id = self.location.model_id
+        self.max_batch = cfg.batch_size
+        self.device = pick_device(cfg.device)
+        kwargs = {"gguf_file": self.location.gguf_file} if self.location.gguf_file else {}
+        # Never reach for a hub at run time: a hub id must already be in the local cache.
+        kwargs["local_files_only"] = True
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.location.source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.location.source, dtype=pick_dtype(cfg.dtype, self.device), **kwargs
+            )
+        except (OSError, ValueError) as err:
+            hint = "" if Path(self.location.source).exists() else (
+                f"; it is not a local path and not in the Hugging Face cache "
+                f"(fetch it first: hf download {self.location.source})"
+            )
+            raise UserError(f"{place}.model", f"cannot load {self.location.source!r}{hint}: {_first_line(err)}") from None
+        self.model = model.to(self.device).eval()
+        if adapter is not None:
+            self.load_adapter(adapter)
+        self.eos_ids = _eos_ids(self.tokenizer, model)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        torch.manual_seed(0)
+
+    def load_adapter(self, path: str) -> None:
+        """Put a PEFT LoRA adapter (standard layout) on the model; requests then choose on or off."""
+        from peft import PeftModel
+
+        self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+
+    @property
+    def has_adapter(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
+
+    def batch_key(self, request: GenRequest) -> tuple:
+        # Temperature, top-p, seeds and lengths are per row; only the weights must agree.
+        return (request.adapter and self.has_adapter,)
+
+    def encode_messages(self, messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        prompts = [list(r.prompt_ids) if r.prompt_ids is not None else self.encode_messages(r.messages) for r in requests]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every row ends where generation starts
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        sampler = RowSampler([r.sampling for r in requests], self.eos_ids[0], width)
+        config = GenerationConfig(
+            max_new_tokens=max(r.sampling.max_new_tokens for r in requests), do_sample=False,
+            eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+        )
+        switch_off = not requests[0].adapter and self.has_adapter
+        with torch.inference_mode(), (self.model.disable_adapter() if switch_off else contextlib.nullcontext()):
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+            )
+        new = out[:, width:].tolist()
+        return [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests)]
+
+    def _completion(self, row, req, prompt, generated, sampler) -> Completion:
+        tokens, stopped = [], False
+        for tok in generated[: req.sampling.max_new_tokens]:
+            tokens.append(tok)
+            if tok in self.eos_ids:
+                stopped = True
+                break
+        text_ids = tokens[:-1] if stopped else tokens
+        return Completion(
+            text=self.tokenizer.decode(text_ids, skip_special_tokens=False),
+            num_tokens=len(tokens), prompt_tokens=len(prompt),
+            finish_reason="stop" if stopped else "length",
+            token_ids=tuple(tokens), ended_with_eos=stopped,
+            logprobs=tuple(sampler.logprobs[row][: len(tokens)]) if req.logprobs else None,
+        )
+
+    def close(self) -> None:
+        self.model = None
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own seeded generator, temperature and
+    top-p, so a row's tokens do not depend on which other requests share its batch. It pins the
+    chosen token (greedy decoding then picks it) and records its log-prob at temperature T."""
+
+    def __init__(self, samplings, eos_id: int, prompt_width: int):
+        import torch
+
+        self.samplings = samplings
+        self.eos_id = eos_id
+        self.width = prompt_width
+        self.generators = [torch.Generator().manual_seed(s.seed & 0xFFFF_FFFF_FFFF) for s in samplings]
+        self.temps = torch.tensor([s.temperature for s in samplings], dtype=torch.float32)
+        self.top_ps = torch.tensor([s.top_p for s in samplings], dtype=torch.float32)
+        self.logprobs: list[list[float]] = [[] for _ in samplings]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.width
+        logits = scores.float().cpu()
+        greedy = self.temps == 0
+        scaled = logits / torch.where(greedy, torch.ones_like(self.temps), self.temps)[:, None]
+        logp = torch.log_softmax(scaled, dim=-1)
+        uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])
+        chosen = _sample_top_p(logp.exp(), self.top_ps, uniforms)
+        chosen = torch.where(greedy, logits.argmax(dim=-1), chosen)
+        for row, s in enumerate(self.samplings):
+            if step >= s.max_new_tokens:  # this row is done; end it so the batch can stop early
+                chosen[row] = self.eos_id
+        picked = logp.gather(1, chosen[:, None]).squeeze(1).tolist()
+        for row, value in enumerate(picked):
+            self.logprobs[row].append(value)
+        pinned = torch.full_like(scores, float("-inf"))
+        pinned.scatter_(1, chosen[:, None].to(scores.device), 0.0)
+        return pinned
+
+
+def _sample_top_p(probs, top_ps, uniforms):
+    """Inverse-CDF sampling of one token per row from the top-p nucleus, with given uniforms."""
+    import torch
+
+    if bool((top_ps >= 1).all()):
+        cdf = probs.cumsum(dim=-1)
+        order = None
+    else:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_ps[:, None]
+        cdf = (sorted_probs * keep).cumsum(dim=-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(1)
+    pos = torch.searchsorted(cdf, target).clamp(max=cdf.shape[1] - 1).squeeze(1)
+    return pos if order is None else order.gather(1, pos[:, None]).squeeze(1)
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    ids = []
+    for candidate in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for tok in candidate if isinstance(candidate, list) else [candidate]:
+            if tok is not None and tok not in ids:
+                ids.append(tok)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id and end_of_turn not in ids:
+        ids.append(end_of_turn)
+    if not ids:
+        raise GenerationError("the tokenizer has no end-of-sequence token")
+    return ids
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__

@@ -1,0 +1,92 @@
+"""The llama.cpp backend: GGUF models through llama-cpp-python, JSON schema enforced by a grammar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from ..errors import UserError
+from ..recipe import ModelConfig, SimulatorConfig
+from .base import Completion, GenerationError, GenRequest
+from .models import locate
+
+log = logging.getLogger(__name__)
+
+
+class LlamaCppBackend:
+    name = "llama_cpp"
+    max_batch = 1  # llama-cpp-python runs one sequence at a time
+
+    def __init__(self, cfg: ModelConfig, place: str):
+        from llama_cpp import Llama, llama_supports_gpu_offload
+
+        self.location = locate(cfg)
+        self.model_id = self.location.model_id
+        if self.location.gguf_path is None or not self.location.gguf_path.is_file():
+            raise UserError(f"{place}.model", f"llama_cpp needs a .gguf file, got {cfg.model!r}")
+        offload = cfg.device in ("auto", "cuda", "mps") and llama_supports_gpu_offload()
+        sim = cfg if isinstance(cfg, SimulatorConfig) else SimulatorConfig()
+        threads = sim.threads or os.cpu_count() or 1  # llama-cpp-python's default is half the cores
+        self.reuse_prefix = sim.reuse_prefix
+        try:
+            self.llm = Llama(
+                model_path=str(self.location.gguf_path),
+                n_ctx=sim.n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=-1 if offload else 0,
+                seed=0,
+                verbose=False,
+            )
+        except ValueError as err:
+            raise UserError(f"{place}.model", f"llama.cpp cannot load {self.location.gguf_path}: {err}") from None
+        self._grammars: dict[str, object] = {}
+
+    def batch_key(self, request: GenRequest) -> tuple:
+        return ()
+
+    def _grammar(self, schema: dict | None):
+        if schema is None:
+            return None
+        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        text = json.dumps(schema)
+        if text not in self._grammars:
+            # Keep the schema's own field order (the converter would sort names): roles put
+            # their reasoning before their verdict.
+            order = list(schema.get("properties", {}))
+            self._grammars[text] = LlamaGrammar.from_string(json_schema_to_gbnf(text, order), verbose=False)
+        return self._grammars[text]
+
+    def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, req: GenRequest) -> Completion | GenerationError:
+        s = req.sampling
+        common = dict(
+            max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+            seed=s.seed & 0xFFFF_FFFF, grammar=self._grammar(req.json_schema),
+        )
+        if not self.reuse_prefix:
+            # Evaluate every prompt from scratch: a reused prefix changes the logits slightly, and
+            # the answer would depend on the previous call instead of only on prompt and seed.
+            self.llm.reset()
+        try:
+            if req.messages is not None:
+                out = self.llm.create_chat_completion(messages=list(req.messages), **common)
+                text = out["choices"][0]["message"]["content"] or ""
+            else:
+                out = self.llm.create_completion(prompt=list(req.prompt_ids), **common)
+                text = out["choices"][0]["text"]
+        except (ValueError, RuntimeError) as err:  # context overflow, decode failure
+            return GenerationError(f"llama.cpp: {err}")
+        usage = out["usage"]
+        return Completion(
+            text=text, num_tokens=usage["completion_tokens"], prompt_tokens=usage["prompt_tokens"],
+            finish_reason="length" if out["choices"][0]["finish_reason"] == "length" else "stop",
+        )
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()

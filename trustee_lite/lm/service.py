@@ -1,0 +1,116 @@
+"""The generation service: episodes submit requests; it gathers concurrent ones into batches
+(bounded size and wait) and runs each batch in one worker thread, so the event loop keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .base import Backend, Completion, GenerationError, GenRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceStats:
+    requests: int = 0
+    batches: int = 0
+    tokens: int = 0  # generated tokens
+    busy_s: float = 0.0  # time the backend spent generating
+
+    @property
+    def mean_batch(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+
+class GenerationService:
+    """Use as ``async with GenerationService(backend) as service: await service.generate(req)``."""
+
+    def __init__(self, backend: Backend, max_batch: int | None = None, max_wait_s: float = 0.02):
+        self.backend = backend
+        self.max_batch = max(1, min(max_batch or backend.max_batch, backend.max_batch))
+        self.max_wait_s = max_wait_s
+        self.stats = ServiceStats()
+        self._queue: asyncio.Queue | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def __aenter__(self) -> GenerationService:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gen-{self.backend.name}")
+        self._loop_task = asyncio.create_task(self._serve(), name=f"generation-service-{self.backend.name}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._loop_task.cancel()
+        try:
+            await self._loop_task
+        except asyncio.CancelledError:
+            pass
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def generate(self, request: GenRequest) -> Completion:
+        """Queue one request and wait for its completion; raises GenerationError if it failed."""
+        if self._loop_task is None or self._loop_task.done():
+            raise RuntimeError("the generation service is not running (use it as an async context manager)")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            live = [(req, fut) for req, fut in batch if not fut.done()]
+            for group in _group(live, self.backend.batch_key):
+                await self._run(loop, group)
+
+    async def _run(self, loop, group) -> None:
+        requests = [req for req, _ in group]
+        start = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.backend.generate_batch, requests)
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as err:  # a whole batch failed: every caller hears why
+            log.exception("batch of %d failed", len(requests))
+            results = [GenerationError(f"{self.backend.name}: {err}")] * len(requests)
+        self.stats.busy_s += time.perf_counter() - start
+        self.stats.batches += 1
+        self.stats.requests += len(requests)
+        for (_, future), result in zip(group, results):
+            if future.done():
+                continue
+            if isinstance(result, GenerationError):
+                future.set_exception(result)
+            else:
+                self.stats.tokens += result.num_tokens
+                future.set_result(result)
+
+
+def _group(items, key):
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(key(item[0]), []).append(item)
+    return list(groups.values())
