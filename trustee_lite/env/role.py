@@ -1,0 +1,88 @@
+"""The shape every simulator role has: a prompt, a JSON schema for its answer, and a parser.
+
+A role is a pure function from its inputs to a RoleCall; the simulator client does the I/O
+(cache, generation, retries). The rollout talks to roles through this shape only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from jsonschema import Draft202012Validator
+
+from ..jsontext import loads_lenient
+from ..records import Turn
+
+Out = TypeVar("Out")
+
+
+class RoleOutputError(ValueError):
+    """A simulator answer that cannot be used (no JSON, missing field, invalid value)."""
+
+
+class SimulationFailed(RuntimeError):
+    """A role gave no usable answer after its retries; the trajectory aborts with `reason`."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class RoleCall(Generic[Out]):
+    role: str
+    messages: tuple[dict[str, str], ...]
+    schema: dict[str, Any] = field(hash=False)
+    interpret: Callable[[dict[str, Any]], Out] = field(hash=False, compare=False)
+
+    def parse(self, text: str) -> Out:
+        """Defensive parse: find the JSON, check it against the schema, then the role's own rules."""
+        try:
+            obj = loads_lenient(text)
+        except ValueError as err:
+            raise RoleOutputError(str(err)) from None
+        if not isinstance(obj, dict):
+            raise RoleOutputError(f"expected a JSON object, got {type(obj).__name__}")
+        error = next(iter(Draft202012Validator(self.schema).iter_errors(obj)), None)
+        if error is not None:
+            where = ".".join(str(p) for p in error.path) or "answer"
+            raise RoleOutputError(f"{where}: {error.message[:200]}")
+        return self.interpret(obj)
+
+
+def single_prompt(role: str, text: str, schema: dict[str, Any], interpret: Callable[[dict[str, Any]], Out]) -> RoleCall[Out]:
+    """A role call whose whole prompt is one user message (works with every chat template)."""
+    return RoleCall(role=role, messages=({"role": "user", "content": text},), schema=schema, interpret=interpret)
+
+
+REWARD = {"type": "integer", "enum": [-1, 0, 1]}
+
+
+def text_field(max_length: int, min_length: int = 0) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length, "maxLength": max_length}
+
+
+def tools_json(tools) -> str:
+    """Tool schemas as compact JSON, one per line (a prompt stays short and readable)."""
+    return "\n".join(json.dumps(t["function"], ensure_ascii=False, separators=(",", ":")) for t in tools)
+
+
+def transcript(first_query: str, turns: tuple[Turn, ...] | list[Turn], max_chars: int) -> str:
+    """The conversation as plain text for a simulator prompt; the oldest part is cut first."""
+    lines = [f"User: {first_query}"]
+    for turn in turns:
+        if turn.role == "user":
+            lines.append(f"User: {turn.content}")
+        elif turn.role == "assistant":
+            lines.append(f"Assistant: {turn.content}")
+        else:
+            for r in turn.results:
+                name = r.call.name or "(malformed call)"
+                lines.append(f"Tool {name} returned: {r.result}")
+    text = "\n".join(lines)
+    if len(text) > max_chars:
+        text = "[... earlier conversation omitted ...]\n" + text[-max_chars:]
+    return text

@@ -1,0 +1,95 @@
+"""The simulator client: runs a role call through the cache and the generation service, parses
+the answer defensively, retries unusable answers, and gives up with a recorded reason."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from ..lm import GenerationError, GenerationService, GenRequest, Sampling
+from ..recipe import SimulatorConfig
+from ..seeds import derive_seed
+from .role import RoleCall, RoleOutputError, SimulationFailed
+
+log = logging.getLogger(__name__)
+Out = TypeVar("Out")
+
+
+class Cache(Protocol):
+    def cache_get(self, key: str) -> str | None: ...
+
+    def cache_put(self, key: str, role: str, text: str, tokens: int) -> None: ...
+
+
+def cache_key(backend: str, model: str, role: str, messages: Any, schema: Any, sampling: Sampling) -> str:
+    """Hash of everything that decides a simulator answer: backend, model, role, prompt (with
+    its schema), sampling settings and seed."""
+    payload = {
+        "backend": backend, "model": model, "role": role, "messages": messages, "schema": schema,
+        "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+        "top_p": sampling.top_p, "seed": sampling.seed,
+    }
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class SimulatorStats:
+    calls: int = 0  # model answers used (cache hits + misses)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    tokens: int = 0  # tokens generated for cache misses
+    retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # abort reason -> count
+
+
+class SimulatorClient:
+    def __init__(self, service: GenerationService, cache: Cache, cfg: SimulatorConfig):
+        self.service = service
+        self.cache = cache
+        self.cfg = cfg
+        self.stats = SimulatorStats()
+
+    async def run(self, call: RoleCall[Out], *seed_parts: object) -> Out:
+        """The parsed answer; SimulationFailed after 1 + retries unusable answers."""
+        last = ""
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            sampling = Sampling(
+                max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p, seed=derive_seed(*seed_parts, call.role, attempt),
+            )
+            text = await self._answer(call, sampling)
+            try:
+                return call.parse(text)
+            except RoleOutputError as err:
+                last = str(err)
+                log.debug("%s attempt %d unusable: %s", call.role, attempt, last)
+        self._fail(f"{call.role}_invalid")
+        raise SimulationFailed(f"{call.role}_invalid", f"no usable answer in {self.cfg.retries + 1} attempts; last: {last}")
+
+    async def _answer(self, call: RoleCall, sampling: Sampling) -> str:
+        backend = self.service.backend
+        key = cache_key(backend.name, backend.model_id, call.role, call.messages, call.schema, sampling)
+        self.stats.calls += 1
+        cached = self.cache.cache_get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+        self.stats.cache_misses += 1
+        request = GenRequest(messages=call.messages, json_schema=call.schema, sampling=sampling, adapter=False)
+        try:
+            completion = await self.service.generate(request)
+        except GenerationError as err:
+            self._fail("simulator_error")
+            raise SimulationFailed("simulator_error", f"{call.role}: {err}") from None
+        self.stats.tokens += completion.num_tokens
+        self.cache.cache_put(key, call.role, completion.text, completion.num_tokens)
+        return completion.text
+
+    def _fail(self, reason: str) -> None:
+        self.stats.failures[reason] = self.stats.failures.get(reason, 0) + 1

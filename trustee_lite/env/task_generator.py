@@ -1,0 +1,74 @@
+"""Stage I: the task generator. Sampled tools + difficulty knobs -> a task (intent, persona, query)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import prompts
+from ..curriculum import Knobs
+from ..records import Task
+from .role import RoleCall, RoleOutputError, single_prompt, text_field, tools_json
+
+ROLE = "task_generator"
+
+PERSONA = {
+    0: "an expert who knows the domain well and says exactly what they need, in precise terms.",
+    1: "a beginner who knows roughly what they need but not the right terms.",
+    2: "a novice who is unsure what is possible and describes the need loosely, in everyday words.",
+}
+AMBIGUITY = {
+    0: "clear: it says what they want and gives the key details.",
+    1: "somewhat ambiguous: loosely worded, with some details left out.",
+    2: "highly ambiguous: vague, and missing key information the assistant must ask for.",
+}
+TURNS = {
+    0: "one or two exchanges.",
+    1: "a few exchanges: the person adds details or a follow-up request.",
+    2: "many exchanges: the person reveals the goal step by step.",
+}
+
+
+def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs: Knobs) -> RoleCall[Task]:
+    names = [t["function"]["name"] for t in tools]
+    schema = {
+        "type": "object",
+        "properties": {
+            "user_intent": text_field(800, 10),
+            "expected_tool_calls": {
+                "type": "array", "items": {"type": "string", "enum": names},
+                "minItems": 1, "maxItems": 2 * knobs.num_calls + 2,
+            },
+            "user_persona": text_field(300, 5),
+            "first_user_query": text_field(500, 5),
+        },
+        "required": ["user_intent", "expected_tool_calls", "user_persona", "first_user_query"],
+    }
+    text = prompts.render(
+        "task_generator", tools=tools_json(tools), num_calls=knobs.num_calls,
+        persona=PERSONA[knobs.persona], ambiguity=AMBIGUITY[knobs.ambiguity], turns=TURNS[knobs.turns],
+    )
+
+    def interpret(obj: dict[str, Any]) -> Task:
+        fields = {k: obj[k].strip() for k in ("user_intent", "user_persona", "first_user_query")}
+        for key, value in fields.items():
+            if not value:
+                raise RoleOutputError(f"{key}: empty")
+        named = mentioned_tool(fields["first_user_query"], names)
+        if named:
+            raise RoleOutputError(f"first_user_query: names the tool {named!r}")
+        return Task(
+            index=index, category=category, tools=tools, knobs=knobs,
+            user_intent=fields["user_intent"], expected_tool_calls=tuple(obj["expected_tool_calls"]),
+            user_persona=fields["user_persona"], first_user_query=fields["first_user_query"],
+        )
+
+    return single_prompt(ROLE, text, schema, interpret)
+
+
+def mentioned_tool(text: str, names: list[str]) -> str | None:
+    """A tool name written out in text; only compound names count (a tool called 'search' is a word)."""
+    for name in names:
+        if re.search(r"[_.\-]", name) and re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text, re.IGNORECASE):
+            return name
+    return None
