@@ -1,0 +1,170 @@
+"""The asyncio engine: recipe -> knobs -> task generator -> rollouts -> verifier -> store.
+
+Every episode is a coroutine; models are reached only through the generation services, which
+batch concurrent requests and run them off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from .chat import PolicyChat
+from .curriculum import sample_task_knobs
+from .env import task_generator
+from .env.role import SimulationFailed
+from .env.simulator import SimulatorClient
+from .env.tools import ToolPool, load_pool
+from .lm import GenerationService, build_backend
+from .progress import bar
+from .recipe import Recipe
+from .records import Task, Trajectory
+from .rollout import EpisodeLimits, Policy, run_episode
+from .seeds import derive_seed
+from .store import Store
+
+
+@dataclass
+class Environment:
+    """Everything an episode needs, alive for the length of a run."""
+
+    recipe: Recipe
+    pool: ToolPool
+    policy: Policy
+    sim: SimulatorClient
+    policy_service: GenerationService
+    sim_service: GenerationService
+
+
+def _same_model(recipe: Recipe) -> bool:
+    p, s = recipe.policy, recipe.simulator
+    return s.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype) == (s.model, s.gguf_file, s.device, s.dtype)
+
+
+@contextlib.asynccontextmanager
+async def open_environment(recipe: Recipe, store: Store):
+    """Load the tool pool and the models, start the generation services; close them after."""
+    place = recipe.source
+    pool = load_pool(recipe.tools.file, recipe.tools.categories, place)
+    policy_backend = build_backend("transformers", recipe.policy, f"{place}: policy", adapter=recipe.policy.adapter)
+    shared = _same_model(recipe)  # one copy of the weights serves both; the simulator runs adapter-off
+    sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            policy_service = await stack.enter_async_context(
+                GenerationService(policy_backend, recipe.policy.batch_size, recipe.policy.batch_wait_ms / 1000)
+            )
+            sim_service = policy_service if shared else await stack.enter_async_context(
+                GenerationService(sim_backend, recipe.simulator.batch_size, recipe.simulator.batch_wait_ms / 1000)
+            )
+            chat = PolicyChat(policy_backend.tokenizer)
+            policy = Policy(policy_service, chat, recipe.policy.temperature, recipe.policy.top_p)
+            sim = SimulatorClient(sim_service, store, recipe.simulator)
+            yield Environment(recipe, pool, policy, sim, policy_service, sim_service)
+    finally:
+        for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():
+            backend.close()
+
+
+async def generate_task(env: Environment, index: int, level: int, run_seed: int) -> tuple[Task | None, dict]:
+    """Draw knobs and tools for task `index` and ask the task generator; None if it failed."""
+    rng = random.Random(derive_seed(run_seed, "task", index))
+    knobs = sample_task_knobs(level, env.recipe.curriculum, rng)
+    category, tools = env.pool.sample(knobs.num_tools, rng)
+    info = {"category": category, "knobs": knobs, "tool_names": [t["function"]["name"] for t in tools]}
+    try:
+        task = await env.sim.run(task_generator.request(index, category, tools, knobs), run_seed, "task", index)
+    except SimulationFailed as failure:
+        return None, {**info, "failure": str(failure)}
+    return task, info
+
+
+def aborted_without_task(index: int, rollout: int, reason: str) -> Trajectory:
+    return Trajectory(task_index=index, rollout_index=rollout, turns=(), end_reason="aborted",
+                      final_reward=None, abort_reason=reason)
+
+
+async def simulate(recipe: Recipe, store: Store, episodes: int, seed: int) -> dict:
+    """Run `episodes` episodes, grouped as tasks x rollouts_per_task; return the summary."""
+    start = time.perf_counter()
+    per_task = recipe.rollout.rollouts_per_task
+    n_tasks = math.ceil(episodes / per_task)
+    level = recipe.curriculum.initial_level
+    trajectories: list[Trajectory] = []
+    async with open_environment(recipe, store) as env:
+        run_id = store.start_run("simulate", recipe.name, seed, recipe.model_dump(mode="json"))
+        progress = bar(episodes, "simulate")
+        # Bound the tasks in flight so records keep flowing on long runs; enough to fill batches.
+        gate = asyncio.Semaphore(max(1, math.ceil(2 * recipe.policy.batch_size / per_task)))
+
+        async def one_task(index: int) -> None:
+            rollouts = min(per_task, episodes - index * per_task)
+            async with gate:
+                task, info = await generate_task(env, index, level, seed)
+                if task is None:
+                    store.add_failed_task(run_id, index, info["category"], level, info["knobs"], info["tool_names"], info["failure"])
+                    for r in range(rollouts):
+                        record(None, aborted_without_task(index, r, "task_generator_invalid"))
+                    return
+                task_id = store.add_task(run_id, task, level)
+                limits = EpisodeLimits.of(task.knobs, recipe)
+
+                async def episode(r: int) -> None:
+                    record(task_id, await run_episode(task, r, env.policy, env.sim, limits, seed))
+
+                await asyncio.gather(*(episode(r) for r in range(rollouts)))
+
+        def record(task_id: int | None, traj: Trajectory) -> None:
+            store.add_trajectory(run_id, task_id, traj)
+            trajectories.append(traj)
+            progress.update(1)
+
+        status = "interrupted"
+        try:
+            await asyncio.gather(*(one_task(i) for i in range(n_tasks)))
+            status = "done"
+        finally:
+            progress.close()
+            summary = summarize(trajectories, env, time.perf_counter() - start)
+            store.finish_run(run_id, status, summary)
+    return {"run_id": run_id, **summary}
+
+
+def summarize(trajectories: list[Trajectory], env: Environment, wall_s: float) -> dict:
+    """The end-of-run figures (also stored with the run)."""
+    valid = [t for t in trajectories if not t.aborted]
+    reasons: dict[str, int] = {}
+    for t in trajectories:
+        if t.aborted:
+            reasons[t.abort_reason] = reasons.get(t.abort_reason, 0) + 1
+    tool_r = [r for t in valid for r in t.rewards("tool")]
+    user_r = [r for t in valid for r in t.rewards("user")]
+    stats = env.sim.stats
+    policy_tokens = sum(t.policy_tokens for t in trajectories)
+    return {
+        "episodes": len(trajectories),
+        "aborted": len(trajectories) - len(valid),
+        "abort_reasons": reasons,
+        "mean_reward": _mean([t.final_reward for t in valid]),
+        "success_rate": _mean([1.0 if t.final_reward > 0 else 0.0 for t in valid]),
+        "mean_tool_reward": _mean(tool_r),
+        "mean_user_reward": _mean(user_r),
+        "cache_hits": stats.cache_hits,
+        "cache_misses": stats.cache_misses,
+        "cache_hit_rate": round(stats.cache_hits / stats.calls, 4) if stats.calls else None,
+        "simulator_retries": stats.retries,
+        "policy_tokens": policy_tokens,
+        "simulator_tokens": stats.tokens,
+        "tokens_per_s": round((policy_tokens + stats.tokens) / wall_s, 2) if wall_s > 0 else None,
+        "policy_mean_batch": round(env.policy_service.stats.mean_batch, 2),
+        "wall_s": round(wall_s, 2),
+    }
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(sum(values) / len(values), 4) if values else None

@@ -1,0 +1,158 @@
+"""One episode: the policy against the simulated user and tools, judged by the verifier.
+
+The loop: the policy writes a turn. Tool calls go to the tool simulator (concurrently; unknown
+tools are answered without the model) and the results come back to the policy; a turn without
+calls goes to the user simulator, whose empty reply ends the episode. Caps on assistant, user
+and tool turns and a response-token budget end it too. Every token the policy saw and produced
+is kept, with a mask of the tokens it generated itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from . import prompts
+from .chat import PolicyChat
+from .curriculum import Knobs
+from .env import tool_simulator, user_simulator, verifier
+from .env.role import SimulationFailed
+from .env.simulator import SimulatorClient
+from .lm import Completion, GenerationError, GenerationService, GenRequest, Sampling
+from .records import Task, ToolResult, Trajectory, Turn
+from .seeds import derive_seed
+from .toolcalls import ToolCall, parse_turn
+
+
+@dataclass(frozen=True)
+class EpisodeLimits:
+    max_assistant_turns: int
+    max_user_turns: int
+    max_tool_turns: int
+    max_new_tokens: int  # one policy turn
+    max_response_tokens: int  # all policy turns together
+    max_result_chars: int  # tool results are truncated to this
+    max_history_chars: int  # conversation text shown to simulator roles
+
+    @classmethod
+    def of(cls, knobs: Knobs, recipe) -> EpisodeLimits:
+        return cls(
+            max_assistant_turns=knobs.max_assistant_turns, max_user_turns=knobs.max_user_turns,
+            max_tool_turns=knobs.max_tool_turns, max_new_tokens=recipe.policy.max_new_tokens,
+            max_response_tokens=recipe.policy.max_response_tokens,
+            max_result_chars=recipe.tools.max_result_chars, max_history_chars=recipe.simulator.max_history_chars,
+        )
+
+
+class Policy:
+    """The policy side: its generation service, its chat template, its sampling settings."""
+
+    def __init__(self, service: GenerationService, chat: PolicyChat, temperature: float, top_p: float):
+        self.service = service
+        self.chat = chat
+        self.temperature = temperature
+        self.top_p = top_p
+
+    async def turn(self, ids: list[int], max_new_tokens: int, seed: int) -> Completion:
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=seed)
+        return await self.service.generate(GenRequest(prompt_ids=tuple(ids), sampling=sampling, logprobs=True))
+
+
+class _Tokens:
+    """The growing token sequence of an episode with its policy mask and log-probs."""
+
+    def __init__(self, prompt: list[int]):
+        self.ids, self.mask, self.logprobs = list(prompt), [0] * len(prompt), [0.0] * len(prompt)
+
+    def add_policy(self, completion: Completion) -> None:
+        self.ids += completion.token_ids
+        self.mask += [1] * len(completion.token_ids)
+        self.logprobs += completion.logprobs or [0.0] * len(completion.token_ids)
+
+    def add_other(self, ids: list[int]) -> None:
+        self.ids += ids
+        self.mask += [0] * len(ids)
+        self.logprobs += [0.0] * len(ids)
+
+
+async def run_episode(
+    task: Task, rollout: int, policy: Policy, sim: SimulatorClient, limits: EpisodeLimits, run_seed: int,
+) -> Trajectory:
+    """Play one episode to its end; a simulator failure aborts it (kept, with the reason)."""
+    system = prompts.policy_system_prompt(task.knobs.system_prompt)
+    prompt = policy.chat.first_prompt(system, task.first_user_query, task.tools)
+    tokens = _Tokens(prompt)
+    turns: list[Turn] = []
+    counts = {"assistant": 0, "user": 0, "tool": 0}
+    budget = limits.max_response_tokens
+    where = (run_seed, task.index, rollout)
+
+    def finish(end_reason: str, reward: float | None, reasoning: str = "", abort: str | None = None) -> Trajectory:
+        return Trajectory(
+            task_index=task.index, rollout_index=rollout, turns=tuple(turns), end_reason=end_reason,
+            final_reward=reward, verifier_reasoning=reasoning, abort_reason=abort,
+            token_ids=tuple(tokens.ids), policy_mask=tuple(tokens.mask), logprobs=tuple(tokens.logprobs),
+            prompt_tokens=len(prompt),
+        )
+
+    try:
+        while True:
+            step = len(turns)
+            completion = await policy.turn(tokens.ids, min(limits.max_new_tokens, budget), derive_seed(*where, "policy", step))
+            tokens.add_policy(completion)
+            budget -= completion.num_tokens
+            parsed = parse_turn(completion.text)
+            turns.append(Turn(role="assistant", content=completion.text, calls=parsed.calls))
+            counts["assistant"] += 1
+            if budget <= 0:
+                end = "token_budget"
+                break
+            if counts["assistant"] >= limits.max_assistant_turns:
+                end = "max_assistant_turns"
+                break
+            if parsed.calls:
+                if counts["tool"] >= limits.max_tool_turns:
+                    end = "max_tool_turns"
+                    break
+                results = await _simulate_calls(task, tuple(turns), parsed.calls, sim, limits, (*where, step))
+                reward = sum(r.reward for r in results) / len(results)
+                turns.append(Turn(role="tool", content="", results=results, reward=reward))
+                counts["tool"] += 1
+                new = [policy.chat.tool_message(r.call.name, r.result) for r in results]
+            else:
+                if counts["user"] >= limits.max_user_turns:
+                    end = "max_user_turns"
+                    break
+                reply = await sim.run(user_simulator.request(task, tuple(turns), limits.max_history_chars), *where, step)
+                turns.append(Turn(role="user", content=reply.response, reward=reply.reward))
+                counts["user"] += 1
+                if not reply.response:
+                    end = "user_done"
+                    break
+                new = [policy.chat.user_message(reply.response)]
+            last = completion.token_ids[-1] if completion.token_ids else None
+            tokens.add_other(policy.chat.continuation(new, last_token=last))
+        if not any(t.calls for t in turns if t.role == "assistant"):
+            verdict = verifier.no_tool_call()
+        else:
+            call = verifier.request(task, tuple(turns), task.knobs.num_criteria, limits.max_history_chars)
+            verdict = await sim.run(call, *where, "verdict")
+        return finish(end, float(verdict.reward), verdict.reasoning)
+    except SimulationFailed as failure:
+        return finish("aborted", None, abort=failure.reason, reasoning=failure.detail)
+    except GenerationError as err:
+        return finish("aborted", None, abort="policy_error", reasoning=str(err))
+
+
+async def _simulate_calls(task, turns, calls: tuple[ToolCall, ...], sim, limits, where) -> tuple[ToolResult, ...]:
+    async def one(index: int, call: ToolCall) -> ToolResult:
+        reply = tool_simulator.unknown_tool(call, task)
+        if reply is None:
+            reply = await sim.run(tool_simulator.request(task, turns, call, limits.max_history_chars), *where, index)
+        return ToolResult(call=call, result=reply.result[: limits.max_result_chars], reward=reply.reward)
+
+    outcomes = await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return tuple(outcomes)

@@ -1,0 +1,183 @@
+"""SQLite: the simulation cache and the run record, as plain tables any SQLite tool can read.
+
+Tables: cache, runs, tasks, trajectories, turns. Token ids, masks and log-probs are stored as
+little-endian int32/float32 blobs (see decode_ints / decode_floats). WAL mode; each record is
+written in one transaction, so a killed process leaves every finished record intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from .errors import UserError
+from .records import Task, Trajectory, Turn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY, role TEXT NOT NULL, text TEXT NOT NULL, tokens INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, seed INTEGER NOT NULL,
+    recipe TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), task_index INTEGER NOT NULL,
+    category TEXT NOT NULL, level INTEGER NOT NULL, knobs TEXT NOT NULL, tools TEXT NOT NULL,
+    status TEXT NOT NULL, failure TEXT, user_intent TEXT, expected_tool_calls TEXT, user_persona TEXT,
+    first_user_query TEXT, UNIQUE (run_id, task_index)
+);
+CREATE TABLE IF NOT EXISTS trajectories (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), task_id INTEGER REFERENCES tasks(id),
+    task_index INTEGER NOT NULL, rollout_index INTEGER NOT NULL, final_reward REAL, end_reason TEXT NOT NULL,
+    abort_reason TEXT, verifier_reasoning TEXT, assistant_turns INTEGER NOT NULL, tool_turns INTEGER NOT NULL,
+    user_turns INTEGER NOT NULL, mean_tool_reward REAL, mean_user_reward REAL, prompt_tokens INTEGER NOT NULL,
+    policy_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL, token_ids BLOB, policy_mask BLOB,
+    logprobs BLOB, created REAL NOT NULL, UNIQUE (run_id, task_index, rollout_index)
+);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY, trajectory_id INTEGER NOT NULL REFERENCES trajectories(id),
+    turn_index INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, reward REAL, calls TEXT
+);
+CREATE INDEX IF NOT EXISTS turns_by_trajectory ON turns (trajectory_id);
+CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(self.path)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against a killed process
+            self.db.execute("PRAGMA busy_timeout=5000")
+            with self.db.atomic():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+        except (OSError, sqlite3.DatabaseError) as err:
+            raise UserError(f"database {self.path}", f"cannot open: {err}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- simulation cache ------------------------------------------------------------------
+    def cache_get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT text FROM cache WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    def cache_put(self, key: str, role: str, text: str, tokens: int) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO cache (key, role, text, tokens, created) VALUES (?, ?, ?, ?, ?)",
+                [key, role, text, tokens, time.time()],
+            )
+
+    # -- run record ------------------------------------------------------------------------
+    def start_run(self, kind: str, name: str, seed: int, recipe: dict[str, Any]) -> int:
+        with self.db.atomic():
+            return self.db["runs"].insert({
+                "kind": kind, "name": name, "seed": seed, "recipe": _json(recipe),
+                "status": "running", "started": time.time(),
+            }).last_pk
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"status": status, "finished": time.time(), "summary": _json(summary)})
+
+    def add_task(self, run_id: int, task: Task, level: int) -> int:
+        return self._insert_task(run_id, task.index, task.category, level, task.knobs, task.tool_names, {
+            "status": "ok", "user_intent": task.user_intent, "expected_tool_calls": _json(task.expected_tool_calls),
+            "user_persona": task.user_persona, "first_user_query": task.first_user_query,
+        })
+
+    def add_failed_task(self, run_id: int, index: int, category: str, level: int, knobs, tool_names, failure: str) -> int:
+        return self._insert_task(run_id, index, category, level, knobs, tool_names, {"status": "failed", "failure": failure})
+
+    def _insert_task(self, run_id, index, category, level, knobs, tool_names, fields) -> int:
+        with self.db.atomic():
+            return self.db["tasks"].insert({
+                "run_id": run_id, "task_index": index, "category": category, "level": level,
+                "knobs": _json(knobs.__dict__), "tools": _json(list(tool_names)), **fields,
+            }).last_pk
+
+    def add_trajectory(self, run_id: int, task_id: int | None, traj: Trajectory) -> int:
+        """Write a trajectory and its turns in one transaction."""
+        count = {role: sum(t.role == role for t in traj.turns) for role in ("assistant", "tool", "user")}
+        tool_r, user_r = traj.rewards("tool"), traj.rewards("user")
+        with self.db.atomic():
+            traj_id = self.db["trajectories"].insert({
+                "run_id": run_id, "task_id": task_id, "task_index": traj.task_index,
+                "rollout_index": traj.rollout_index, "final_reward": traj.final_reward,
+                "end_reason": traj.end_reason, "abort_reason": traj.abort_reason,
+                "verifier_reasoning": traj.verifier_reasoning, "assistant_turns": count["assistant"],
+                "tool_turns": count["tool"], "user_turns": count["user"],
+                "mean_tool_reward": sum(tool_r) / len(tool_r) if tool_r else None,
+                "mean_user_reward": sum(user_r) / len(user_r) if user_r else None,
+                "prompt_tokens": traj.prompt_tokens, "policy_tokens": traj.policy_tokens,
+                "total_tokens": len(traj.token_ids), "token_ids": encode_ints(traj.token_ids),
+                "policy_mask": encode_ints(traj.policy_mask), "logprobs": encode_floats(traj.logprobs),
+                "created": time.time(),
+            }).last_pk
+            self.db["turns"].insert_all(
+                ({"trajectory_id": traj_id, "turn_index": i, "role": t.role, "content": t.content,
+                  "reward": t.reward, "calls": _turn_calls(t)} for i, t in enumerate(traj.turns)),
+            )
+        return traj_id
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _turn_calls(turn: Turn) -> str | None:
+    if turn.role == "assistant" and turn.calls:
+        return _json([{"name": c.name, "arguments": c.arguments, "error": c.error} for c in turn.calls])
+    if turn.role == "tool":
+        return _json([{"name": r.call.name, "arguments": r.call.arguments, "error": r.call.error,
+                       "result": r.result, "reward": r.reward} for r in turn.results])
+    return None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _little_endian(values: array) -> array:
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def encode_ints(values) -> bytes:
+    return _little_endian(array("i", values)).tobytes()
+
+
+def encode_floats(values) -> bytes:
+    return _little_endian(array("f", values)).tobytes()
+
+
+def decode_ints(blob: bytes) -> list[int]:
+    values = array("i")
+    values.frombytes(blob)
+    return list(_little_endian(values))
+
+
+def decode_floats(blob: bytes) -> list[float]:
+    values = array("f")
+    values.frombytes(blob)
+    return list(_little_endian(values))
