@@ -1,0 +1,152 @@
+"""Episodes with a scripted policy and scripted simulator (real tokenizer): turn order, caps,
+rewards, aborts, and the token mask."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from scripted import ScriptedBackend, role_of
+from test_role_output import WEATHER, make_task
+from trustee_lite.chat import PolicyChat
+from trustee_lite.curriculum import knobs_at
+from trustee_lite.env.simulator import SimulatorClient
+from trustee_lite.lm import GenerationService
+from trustee_lite.recipe import KnobTable, SimulatorConfig
+from trustee_lite.rollout import EpisodeLimits, Policy, run_episode
+from trustee_lite.store import Store
+
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+LIMITS = dict(max_new_tokens=64, max_response_tokens=512, max_result_chars=512, max_history_chars=4000)
+
+
+def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knobs_level=100, **limits):
+    """Run one episode; policy_turns is a list of texts, sim_answers maps role -> list of JSON texts."""
+    turns = list(policy_turns)
+    answers = {role: list(texts) for role, texts in sim_answers.items()}
+    asked = []
+
+    def sim(request):
+        role = role_of(request)
+        asked.append(role)
+        queue = answers.get(role)
+        return queue.pop(0) if queue else RuntimeError(f"no scripted answer for {role}")
+
+    policy_backend = ScriptedBackend(lambda r: turns.pop(0), tokenizer=tokenizer)
+    sim_backend = ScriptedBackend(sim)
+    task = make_task(knobs=knobs_at(knobs_level, KnobTable()))
+    max_assistant, max_user, max_tool = caps
+    lim = EpisodeLimits(max_assistant_turns=max_assistant, max_user_turns=max_user, max_tool_turns=max_tool,
+                        **{**LIMITS, **limits})
+
+    async def main():
+        async with GenerationService(policy_backend) as ps, GenerationService(sim_backend) as ss:
+            with Store(tmp_path / "r.sqlite") as store:
+                client = SimulatorClient(ss, store, SimulatorConfig(retries=0))
+                policy = Policy(ps, PolicyChat(tokenizer), 1.0, 1.0)
+                return await run_episode(task, 0, policy, client, lim, run_seed=0)
+
+    return asyncio.run(main()), asked
+
+
+def tool(result, reward=1):
+    return json.dumps({"result": result, "reward": reward})
+
+
+def user(response, reward=1):
+    return json.dumps({"response": response, "reward": reward})
+
+
+def verdict(reward):
+    return json.dumps({"reasoning": "checked", "reward": reward})
+
+
+def test_tool_call_then_answer_then_user_done(smol_tokenizer, tmp_path):
+    traj, asked = episode(smol_tokenizer, tmp_path, [CALL, "No rain in Paris today."],
+                          {"tool_simulator": [tool('{"rain": false}')], "user_simulator": [user("")],
+                           "verifier": [verdict(1)]})
+    assert [t.role for t in traj.turns] == ["assistant", "tool", "assistant", "user"]
+    assert asked == ["tool_simulator", "user_simulator", "verifier"]
+    assert traj.end_reason == "user_done" and traj.final_reward == 1.0 and not traj.aborted
+    assert traj.rewards("tool") == [1.0] and traj.rewards("user") == [1.0]
+
+
+def test_mask_marks_exactly_the_policy_tokens(smol_tokenizer, tmp_path):
+    traj, _ = episode(smol_tokenizer, tmp_path, [CALL, "No rain there today.", "Glad to help."],
+                      {"tool_simulator": [tool("RESULT-TEXT")], "user_simulator": [user("USER-REPLY")],
+                       "verifier": [verdict(1)]}, caps=(3, 2, 2))
+    assert [t.role for t in traj.turns] == ["assistant", "tool", "assistant", "user", "assistant"]
+    ids, mask = traj.token_ids, traj.policy_mask
+    assert len(ids) == len(mask) == len(traj.logprobs)
+    policy_text = smol_tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    other_text = smol_tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+    # The policy's tokens are its three turns (and their end tokens), nothing else.
+    assert policy_text == f"{CALL}<|im_end|>No rain there today.<|im_end|>Glad to help.<|im_end|>"
+    assert "RESULT-TEXT" in other_text and "USER-REPLY" in other_text
+    assert "No rain there" not in other_text and "Glad to help" not in other_text
+    assert all(lp == 0.0 for lp, m in zip(traj.logprobs, mask) if not m)
+    assert all(lp == -0.5 for lp, m in zip(traj.logprobs, mask) if m)
+    assert traj.policy_tokens == sum(mask) and traj.prompt_tokens == mask.index(1)
+
+
+def test_unknown_tool_gets_an_error_without_asking_the_simulator(smol_tokenizer, tmp_path):
+    bad = '<tool_call>{"name": "launch_rocket", "arguments": {}}</tool_call>'
+    traj, asked = episode(smol_tokenizer, tmp_path, [bad, "Sorry."],
+                          {"user_simulator": [user("")], "verifier": [verdict(-1)]})
+    tool_turn = traj.turns[1]
+    assert tool_turn.reward == -1.0 and "unknown tool 'launch_rocket'" in tool_turn.results[0].result
+    assert "tool_simulator" not in asked
+
+
+def test_several_calls_in_one_turn_are_simulated_and_averaged(smol_tokenizer, tmp_path):
+    two = CALL + "\n" + CALL.replace("Paris", "Rome")
+    traj, asked = episode(smol_tokenizer, tmp_path, [two, "Both dry."],
+                          {"tool_simulator": [tool("a", 1), tool("b", 0)], "user_simulator": [user("")],
+                           "verifier": [verdict(1)]})
+    assert len(traj.turns[1].results) == 2 and traj.turns[1].reward == 0.5
+    assert asked.count("tool_simulator") == 2
+
+
+def test_malformed_call_is_simulated_and_graded_minus_one(smol_tokenizer, tmp_path):
+    traj, _ = episode(smol_tokenizer, tmp_path, ['<tool_call>{"name": "get_weather", "arguments": {oops}</tool_call>', "Hm."],
+                      {"tool_simulator": [tool("Error: bad request", 1)], "user_simulator": [user("")],
+                       "verifier": [verdict(-1)]})
+    assert traj.turns[1].results[0].call.malformed and traj.turns[1].reward == -1.0
+
+
+def test_no_tool_call_gets_minus_one_without_the_verifier(smol_tokenizer, tmp_path):
+    traj, asked = episode(smol_tokenizer, tmp_path, ["It is probably sunny."], {"user_simulator": [user("")]})
+    assert traj.final_reward == -1.0 and "verifier" not in asked
+
+
+def test_assistant_turn_cap_ends_the_episode(smol_tokenizer, tmp_path):
+    traj, asked = episode(smol_tokenizer, tmp_path, ["Which day?", "Which city?"],
+                          {"user_simulator": [user("Today."), user("Paris.")]}, caps=(2, 3, 1))
+    assert traj.end_reason == "max_assistant_turns" and asked == ["user_simulator"]
+    assert [t.role for t in traj.turns] == ["assistant", "user", "assistant"]
+
+
+def test_user_turn_cap_ends_the_episode(smol_tokenizer, tmp_path):
+    traj, _ = episode(smol_tokenizer, tmp_path, ["Which day?", "Which city?"],
+                      {"user_simulator": [user("Today.")]}, caps=(5, 1, 1))
+    assert traj.end_reason == "max_user_turns"
+
+
+def test_tool_turn_cap_ends_the_episode(smol_tokenizer, tmp_path):
+    traj, _ = episode(smol_tokenizer, tmp_path, [CALL, CALL], {"tool_simulator": [tool("x")], "verifier": [verdict(0)]},
+                      caps=(5, 1, 1))
+    assert traj.end_reason == "max_tool_turns" and traj.final_reward == 0.0
+
+
+def test_response_token_budget_ends_the_episode(smol_tokenizer, tmp_path):
+    long_turn = "word " * 200
+    traj, _ = episode(smol_tokenizer, tmp_path, [long_turn], {}, max_response_tokens=30)
+    assert traj.end_reason == "token_budget" and traj.policy_tokens == 30
+
+
+def test_simulator_failure_aborts_and_keeps_the_trajectory(smol_tokenizer, tmp_path):
+    traj, _ = episode(smol_tokenizer, tmp_path, [CALL], {"tool_simulator": ["not json"]})
+    assert traj.aborted and traj.abort_reason == "tool_simulator_invalid" and traj.final_reward is None
+    assert traj.end_reason == "aborted" and len(traj.turns) == 1 and traj.policy_tokens > 0

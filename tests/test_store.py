@@ -1,0 +1,73 @@
+"""The SQLite store: plain tables, WAL, blobs that round-trip, atomic trajectory records."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from test_role_output import make_task
+from trustee_lite.errors import UserError
+from trustee_lite.records import ToolResult, Trajectory, Turn
+from trustee_lite.store import Store, decode_floats, decode_ints, encode_floats, encode_ints
+from trustee_lite.toolcalls import ToolCall
+
+
+def trajectory(rollout=0) -> Trajectory:
+    call = ToolCall(name="get_weather", arguments={"city": "Paris"})
+    turns = (
+        Turn(role="assistant", content="<tool_call>...</tool_call>", calls=(call,)),
+        Turn(role="tool", content="", results=(ToolResult(call, '{"rain": false}', 1),), reward=1.0),
+        Turn(role="assistant", content="No rain today."),
+        Turn(role="user", content="", reward=1.0),
+    )
+    return Trajectory(task_index=0, rollout_index=rollout, turns=turns, end_reason="user_done", final_reward=1.0,
+                      verifier_reasoning="good", token_ids=(5, 6, 7, 8), policy_mask=(0, 1, 1, 0),
+                      logprobs=(0.0, -0.25, -1.5, 0.0), prompt_tokens=1)
+
+
+def test_blobs_round_trip():
+    assert decode_ints(encode_ints([0, -1, 2**31 - 1, 49152])) == [0, -1, 2**31 - 1, 49152]
+    assert decode_floats(encode_floats([0.0, -0.25, -1.5])) == [0.0, -0.25, -1.5]
+
+
+def test_trajectory_and_turns_are_recorded(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with Store(path) as store:
+        run = store.start_run("simulate", "t", 0, {"a": 1})
+        task_id = store.add_task(run, make_task(), level=1)
+        traj_id = store.add_trajectory(run, task_id, trajectory())
+        store.finish_run(run, "done", {"episodes": 1})
+        assert store.integrity_ok()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = db.execute("SELECT final_reward, tool_turns, user_turns, policy_tokens, mean_tool_reward, token_ids "
+                     "FROM trajectories WHERE id = ?", [traj_id]).fetchone()
+    assert row[:5] == (1.0, 1, 1, 2, 1.0)
+    assert decode_ints(row[5]) == [5, 6, 7, 8]
+    roles = [r[0] for r in db.execute("SELECT role FROM turns WHERE trajectory_id = ? ORDER BY turn_index", [traj_id])]
+    assert roles == ["assistant", "tool", "assistant", "user"]
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "done"
+
+
+def test_a_trajectory_is_written_whole_or_not_at_all(tmp_path):
+    with Store(tmp_path / "run.sqlite") as store:
+        run = store.start_run("simulate", "t", 0, {})
+        store.add_trajectory(run, None, trajectory(rollout=0))
+        with pytest.raises(sqlite3.IntegrityError):  # the same (run, task, rollout) twice
+            store.add_trajectory(run, None, trajectory(rollout=0))
+        counts = store.db.execute("SELECT (SELECT count(*) FROM trajectories), (SELECT count(*) FROM turns)").fetchone()
+    assert counts == (1, 4)
+
+
+def test_cache_put_and_get(tmp_path):
+    with Store(tmp_path / "c.sqlite") as store:
+        assert store.cache_get("k") is None
+        store.cache_put("k", "verifier", '{"reward": 1}', 5)
+        assert store.cache_get("k") == '{"reward": 1}'
+
+
+def test_unopenable_database_is_a_user_error(tmp_path):
+    (tmp_path / "not_a_db.sqlite").write_text("this is text, not SQLite " * 100)
+    with pytest.raises(UserError, match="cannot open"):
+        Store(tmp_path / "not_a_db.sqlite")
