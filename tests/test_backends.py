@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import math
 
 from jsonschema import validate
@@ -92,6 +93,19 @@ def test_llama_cpp_output_follows_the_json_schema(llama_backend):
     for completion in llama_backend.generate_batch(requests):
         validate(json.loads(completion.text), schema)
         assert completion.num_tokens > 0
+
+
+def test_llama_cpp_takes_the_long_string_bounds_of_the_roles(llama_backend):
+    """The tool simulator's 1500-character result once crashed llama.cpp's grammar parser."""
+    schema = {"type": "object", "properties": {"reasoning": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                               "result": {"type": "string", "minLength": 1, "maxLength": 1500},
+                                               "reward": {"type": "integer", "enum": [-1, 0, 1]}},
+              "required": ["reasoning", "result", "reward"]}
+    req = GenRequest(messages=({"role": "user", "content": "Simulate a weather API for Paris."},),
+                     json_schema=schema, sampling=Sampling(24, 0.7, 0.95, seed=0))
+    completion = llama_backend.generate_batch([req])[0]
+    assert re.match(r'\{\s*"reasoning"', completion.text), completion.text
+    assert completion.num_tokens == 24
 
 
 def test_llama_cpp_keeps_the_schema_field_order(llama_backend):

@@ -14,6 +14,9 @@ from .models import locate
 log = logging.getLogger(__name__)
 
 
+GRAMMAR_MAX_LENGTH = 1000  # longest string bound the grammar keeps (see grammar_schema)
+
+
 class LlamaCppBackend:
     name = "llama_cpp"
     max_batch = 1  # llama-cpp-python runs one sequence at a time
@@ -55,7 +58,11 @@ class LlamaCppBackend:
             # Keep the schema's own field order (the converter would sort names): roles put
             # their reasoning before their verdict.
             order = list(schema.get("properties", {}))
-            self._grammars[text] = LlamaGrammar.from_string(json_schema_to_gbnf(text, order), verbose=False)
+            gbnf = json_schema_to_gbnf(json.dumps(grammar_schema(schema)), order)
+            # The converter lets raw control characters into strings, which JSON forbids
+            # (a raw newline in a string made answers unparseable): escapes only.
+            gbnf = gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
+            self._grammars[text] = LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[text]
 
     def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
@@ -90,3 +97,17 @@ class LlamaCppBackend:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()
+
+
+def grammar_schema(schema):
+    """The schema as the grammar enforces it. The converter unrolls a string's maxLength into one
+    nested rule per character, and llama.cpp rejects a grammar past about 1000 of them (then
+    crashes), so longer bounds are tightened to GRAMMAR_MAX_LENGTH: still valid by the schema."""
+    if isinstance(schema, dict):
+        out = {k: grammar_schema(v) for k, v in schema.items()}
+        if isinstance(out.get("maxLength"), int) and out["maxLength"] > GRAMMAR_MAX_LENGTH:
+            out["maxLength"] = GRAMMAR_MAX_LENGTH
+        return out
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    return schema
