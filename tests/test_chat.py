@@ -60,3 +60,13 @@ def test_continuation_after_a_cut_turn_closes_it(chat, smol_tokenizer):
 def test_tool_results_are_wrapped_for_templates_without_tool_support(chat):
     msg = chat.tool_message("get_weather", "sunny")
     assert msg == {"role": "tool", "content": '<tool_response>\n{"name": "get_weather", "content": "sunny"}\n</tool_response>'}
+
+
+def test_hermes_block_shows_a_call_of_the_tasks_own_tool():
+    from trustee_lite.chat import example_call, hermes_tool_block
+
+    tool = {"type": "function", "function": {"name": "book_table", "parameters": {
+        "type": "object", "properties": {"people": {"type": "integer"}, "name": {"type": "string"},
+                                         "note": {"type": "string"}}, "required": ["people", "name"]}}}
+    assert example_call(tool) == ("book_table", {"people": 1, "name": "..."})
+    assert '"name": "book_table", "arguments": {"people": 1, "name": "..."}' in hermes_tool_block((tool,))

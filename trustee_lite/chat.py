@@ -20,13 +20,29 @@ _MARK = "\u2063TRUSTEE\u2063"  # placeholder assistant content, never in real te
 
 def hermes_tool_block(tools) -> str:
     """Tool instructions for templates without native tool support (Hermes-style tags)."""
-    example = format_call("tool_name", {"argument": "value"})
+    example = format_call(*example_call(tools[0])) if tools else format_call("tool_name", {"argument": "value"})
     return (
         "# Tools\n\nYou can call these functions. Each line inside <tools></tools> is one "
         f"function's JSON schema:\n<tools>\n{tools_json(tools)}\n</tools>\n\n"
         "To call a function, write a tool_call block with its name and arguments as JSON, "
         f"one block per call:\n{example}"
     )
+
+
+PLACEHOLDER = {"string": "...", "integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}
+
+
+def example_call(tool: dict) -> tuple[str, dict]:
+    """A call of one of the task's own tools, required arguments filled with placeholders of
+    their type: small models copy a concrete example far more reliably than a generic one."""
+    function = tool["function"]
+    params = function.get("parameters") or {}
+    props = params.get("properties") or {}
+    args = {}
+    for name in params.get("required") or list(props)[:1]:
+        kind = (props.get(name) or {}).get("type", "string")
+        args[name] = PLACEHOLDER.get(kind if isinstance(kind, str) else "string", "...")
+    return function["name"], args
 
 
 class PolicyChat:
