@@ -87,3 +87,69 @@ def test_fixed_aspects_pin_knobs_at_their_maximum():
     for _ in range(50):
         knobs = sample_task_knobs(1, cfg, rng)
         assert knobs.num_tools == 10 and knobs.max_assistant_turns == 6
+
+
+from trustee_lite.curriculum import SuccessEstimator, next_level, success_rewards  # noqa: E402
+
+
+def test_level_moves_up_when_success_reaches_the_up_threshold():
+    assert next_level(10, 0.5, 3, 0.5, 0.0) == 13
+    assert next_level(10, 0.9, 3, 0.5, 0.0) == 13
+
+
+def test_level_moves_down_when_success_at_or_below_zero():
+    assert next_level(10, 0.0, 3, 0.5, 0.0) == 7
+    assert next_level(10, -0.6, 3, 0.5, 0.0) == 7
+
+
+def test_level_stays_between_thresholds_or_without_signal():
+    assert next_level(10, 0.2, 3, 0.5, 0.0) == 10
+    assert next_level(10, None, 3, 0.5, 0.0) == 10
+
+
+def test_level_has_a_floor_and_a_cap():
+    assert next_level(2, -1.0, 3, 0.5, 0.0) == 1
+    assert next_level(1, -1.0, 3, 0.5, 0.0) == 1
+    assert next_level(99, 1.0, 3, 0.5, 0.0) == 100
+    assert next_level(100, 1.0, 3, 0.5, 0.0) == 100
+
+
+def test_window_estimator_keeps_the_last_n():
+    est = SuccessEstimator("window", window=3)
+    assert est.value is None
+    est.update([1.0, -1.0])
+    assert est.value == 0.0
+    est.update([1.0, 1.0])  # window now -1, 1, 1
+    assert est.value == pytest.approx(1 / 3)
+
+
+def test_ema_estimator_by_hand():
+    est = SuccessEstimator("ema", alpha=0.5)
+    est.update([1.0])  # first value: 1
+    est.update([-1.0])  # 0.5 * 1 + 0.5 * -1 = 0
+    est.update([1.0])  # 0.5 * 0 + 0.5 * 1 = 0.5
+    assert est.value == 0.5
+
+
+def test_batch_estimator_is_the_papers_rule():
+    est = SuccessEstimator("batch")
+    est.update([1.0, 0.0, -1.0, 1.0])
+    assert est.value == 0.25
+    est.update([-1.0, -1.0])
+    assert est.value == -1.0
+    est.update([])  # a step with no finished trajectory keeps the last estimate
+    assert est.value == -1.0
+
+
+def test_estimator_state_round_trips():
+    est = SuccessEstimator("window", window=4)
+    est.update([1.0, 0.0, 1.0])
+    again = SuccessEstimator.from_state(est.state())
+    again.update([-1.0, -1.0])
+    est.update([-1.0, -1.0])
+    assert again.value == est.value == pytest.approx(-0.25)
+
+
+def test_aborted_trajectories_are_excluded_or_count_as_failures():
+    assert success_rewards([1.0, None, 0.0], "exclude") == [1.0, 0.0]
+    assert success_rewards([1.0, None, 0.0], "failure") == [1.0, -1.0, 0.0]

@@ -57,3 +57,60 @@ def sample_task_knobs(level: int, cfg: CurriculumConfig, rng: random.Random) -> 
             drawn[name] = rng.randint(knob.min, knob.max)
         knobs = replace(knobs, **drawn)
     return pin_fixed(knobs, cfg.fixed_aspects, cfg.knobs)
+
+
+def next_level(level: int, signal: float | None, step: int, up: float, down: float) -> int:
+    """Move the level by `step`: up when the success signal >= up, down when <= down; clamp to
+    [1, 100]. No signal (no finished trajectory yet) leaves the level where it is."""
+    if signal is not None:
+        if signal >= up:
+            level += step
+        elif signal <= down:
+            level -= step
+    return max(MIN_LEVEL, min(MAX_LEVEL, level))
+
+
+class SuccessEstimator:
+    """Rolling estimate of the success signal (mean final reward in [-1, 1]) over recent
+    finished trajectories: the last `window` of them, an EMA, or the last batch only (the
+    paper's rule). Its state is a small dict, saved with every checkpoint."""
+
+    def __init__(self, kind: str = "window", window: int = 128, alpha: float = 0.05):
+        if kind not in ("window", "ema", "batch"):
+            raise ValueError(f"unknown estimator {kind!r}")
+        self.kind, self.window, self.alpha = kind, window, alpha
+        self.recent: list[float] = []  # window: the last `window` rewards; batch: the last batch
+        self.ema: float | None = None
+
+    def update(self, rewards: list[float]) -> None:
+        """Add one step's finished trajectories' rewards, in a fixed order."""
+        if self.kind == "batch":
+            self.recent = list(rewards) or self.recent
+        elif self.kind == "window":
+            self.recent = (self.recent + list(rewards))[-self.window:]
+        else:
+            for r in rewards:
+                self.ema = r if self.ema is None else (1 - self.alpha) * self.ema + self.alpha * r
+
+    @property
+    def value(self) -> float | None:
+        if self.kind == "ema":
+            return self.ema
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "window": self.window, "alpha": self.alpha, "recent": self.recent, "ema": self.ema}
+
+    @classmethod
+    def from_state(cls, state: dict) -> SuccessEstimator:
+        est = cls(state["kind"], state["window"], state["alpha"])
+        est.recent, est.ema = list(state["recent"]), state["ema"]
+        return est
+
+
+def success_rewards(rewards: list[float | None], aborted: str) -> list[float]:
+    """The rewards the estimator sees: aborted trajectories (None) are left out, or count as
+    failures (-1) when `aborted` is 'failure'."""
+    if aborted == "failure":
+        return [-1.0 if r is None else r for r in rewards]
+    return [r for r in rewards if r is not None]

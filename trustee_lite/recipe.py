@@ -46,9 +46,20 @@ class ModelConfig(Section):
     batch_wait_ms: NonNegFloat = 20.0  # how long a batch waits to fill
 
 
+class LoraConfig(Section):
+    rank: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
 class PolicyConfig(ModelConfig):
     backend: Literal["transformers"] = "transformers"  # the policy trains, so always transformers
     adapter: str | None = None  # a PEFT adapter directory to start from
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     max_new_tokens: PositiveInt = 128  # per assistant turn
     max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
 
@@ -123,13 +134,45 @@ class KnobTable(Section):
 
 class CurriculumConfig(Section):
     initial_level: Level = 1
+    step: Annotated[int, Field(ge=0, le=99)] = 3  # level change after each training step
+    up_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5  # success signal >= this: level up
+    down_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.0  # success signal <= this: level down
+    estimator: Literal["window", "ema", "batch"] = "window"  # "batch" is the paper's per-batch rule
+    window: PositiveInt = 128  # trajectories in the rolling window
+    ema_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05  # weight of each new trajectory in the EMA
+    aborted: Literal["exclude", "failure"] = "exclude"  # how aborted trajectories count for success
     soft_eps: Probability = 0.5  # probability that a task's difficulty is drawn over full ranges
     fixed_aspects: list[KnobName] = []  # knobs pinned at their maximum
     knobs: KnobTable = Field(default_factory=KnobTable)
 
+    @model_validator(mode="after")
+    def _thresholds(self):
+        if self.down_threshold >= self.up_threshold:
+            raise ValueError(f"down_threshold ({self.down_threshold}) must be < up_threshold ({self.up_threshold})")
+        return self
+
 
 class SimulateConfig(Section):
     episodes: PositiveInt = 8
+
+
+class TrainConfig(Section):
+    steps: PositiveInt = 200
+    tasks_per_step: PositiveInt = 16
+    task_attempts: PositiveInt = 4  # draws per task slot; the second half at a lowered level
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-5
+    warmup_steps: NonNegInt = 0  # optimizer steps of linear warm-up
+    weight_decay: NonNegFloat = 0.0
+    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    clip_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    kl_coef: NonNegFloat = 0.001  # KL to the base model (adapter off), low-variance estimator
+    epochs: PositiveInt = 1  # optimisation passes over each step's trajectories
+    mini_batches: PositiveInt = 1  # optimizer steps per epoch
+    micro_batch_size: PositiveInt = 4  # sequences per forward/backward (memory is bounded by this)
+    gradient_checkpointing: bool = False
+    checkpoint_every: PositiveInt = 10  # keep an adapter every K steps (resume state: every step)
 
 
 class Recipe(Section):
@@ -141,6 +184,7 @@ class Recipe(Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     source: str = Field(default="recipe", exclude=True)  # the file name used in error messages
 
 

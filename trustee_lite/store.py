@@ -26,17 +26,18 @@ CREATE TABLE IF NOT EXISTS cache (
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, seed INTEGER NOT NULL,
-    recipe TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL, summary TEXT
+    recipe TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL, summary TEXT,
+    out_dir TEXT, recipe_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), task_index INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER, task_index INTEGER NOT NULL,
     category TEXT NOT NULL, level INTEGER NOT NULL, knobs TEXT NOT NULL, tools TEXT NOT NULL,
     status TEXT NOT NULL, failure TEXT, user_intent TEXT, expected_tool_calls TEXT, user_persona TEXT,
     first_user_query TEXT, UNIQUE (run_id, task_index)
 );
 CREATE TABLE IF NOT EXISTS trajectories (
-    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), task_id INTEGER REFERENCES tasks(id),
-    task_index INTEGER NOT NULL, rollout_index INTEGER NOT NULL, final_reward REAL, end_reason TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER,
+    task_id INTEGER REFERENCES tasks(id), task_index INTEGER NOT NULL, rollout_index INTEGER NOT NULL, final_reward REAL, end_reason TEXT NOT NULL,
     abort_reason TEXT, verifier_reasoning TEXT, assistant_turns INTEGER NOT NULL, tool_turns INTEGER NOT NULL,
     user_turns INTEGER NOT NULL, mean_tool_reward REAL, mean_user_reward REAL, prompt_tokens INTEGER NOT NULL,
     policy_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL, token_ids BLOB, policy_mask BLOB,
@@ -46,9 +47,23 @@ CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY, trajectory_id INTEGER NOT NULL REFERENCES trajectories(id),
     turn_index INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, reward REAL, calls TEXT
 );
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER NOT NULL,
+    level INTEGER NOT NULL, next_level INTEGER NOT NULL, knobs TEXT NOT NULL, tasks INTEGER NOT NULL,
+    episodes INTEGER NOT NULL, aborted INTEGER NOT NULL, abort_reasons TEXT NOT NULL, mean_reward REAL,
+    std_reward REAL, success_batch REAL, success_rolling REAL, mean_tool_reward REAL, mean_user_reward REAL,
+    policy_tokens INTEGER NOT NULL, simulator_tokens INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
+    cache_misses INTEGER NOT NULL, samples INTEGER NOT NULL, loss REAL, pg_loss REAL, kl REAL, grad_norm REAL,
+    learning_rate REAL, clip_fraction REAL, wall_s REAL NOT NULL, policy_gen_s REAL NOT NULL,
+    simulation_s REAL NOT NULL, training_s REAL NOT NULL, other_s REAL NOT NULL, checkpoint TEXT NOT NULL,
+    created REAL NOT NULL, UNIQUE (run_id, step)
+);
 CREATE INDEX IF NOT EXISTS turns_by_trajectory ON turns (trajectory_id);
 CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 """
+
+# Columns added after the first release, per table (ALTER TABLE adds them to an older file).
+ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT"), "tasks": ("step INTEGER",), "trajectories": ("step INTEGER",)}
 
 
 class Store:
@@ -64,8 +79,17 @@ class Store:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self.db.execute(statement)
+                self._add_new_columns()
         except (OSError, sqlite3.DatabaseError) as err:
             raise UserError(f"database {self.path}", f"cannot open: {err}") from None
+
+    def _add_new_columns(self) -> None:
+        """A database written by an older version keeps its data and gains the newer columns."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = set(self.db[table].columns_dict)
+            for column in columns:
+                if column.split()[0] not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         self.db.close()
@@ -89,40 +113,80 @@ class Store:
             )
 
     # -- run record ------------------------------------------------------------------------
-    def start_run(self, kind: str, name: str, seed: int, recipe: dict[str, Any]) -> int:
+    def start_run(self, kind: str, name: str, seed: int, recipe: dict[str, Any], out_dir: str | None = None,
+                  recipe_hash: str | None = None) -> int:
         with self.db.atomic():
             return self.db["runs"].insert({
-                "kind": kind, "name": name, "seed": seed, "recipe": _json(recipe),
-                "status": "running", "started": time.time(),
+                "kind": kind, "name": name, "seed": seed, "recipe": _json(recipe), "status": "running",
+                "started": time.time(), "out_dir": out_dir, "recipe_hash": recipe_hash,
             }).last_pk
+
+    def latest_run(self, kind: str, out_dir: str) -> dict | None:
+        """The newest run of this kind writing to out_dir, if any."""
+        rows = list(self.db.query(
+            "SELECT * FROM runs WHERE kind = ? AND out_dir = ? ORDER BY id DESC LIMIT 1", [kind, out_dir]))
+        return rows[0] if rows else None
+
+    def set_run_status(self, run_id: int, status: str) -> None:
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"status": status})
+
+    def last_step(self, run_id: int) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM steps WHERE run_id = ? ORDER BY step DESC LIMIT 1", [run_id]))
+        return rows[0] if rows else None
+
+    def discard_after(self, run_id: int, step: int) -> int:
+        """Delete what an unfinished step left (tasks, trajectories, turns after `step`); return
+        the number of trajectories removed. Committed steps are never touched."""
+        with self.db.atomic():
+            doomed = "SELECT id FROM trajectories WHERE run_id = ? AND step > ?"
+            removed = self.db.execute(f"SELECT count(*) FROM ({doomed})", [run_id, step]).fetchone()[0]
+            self.db.execute(f"DELETE FROM turns WHERE trajectory_id IN ({doomed})", [run_id, step])
+            self.db.execute("DELETE FROM trajectories WHERE run_id = ? AND step > ?", [run_id, step])
+            self.db.execute("DELETE FROM tasks WHERE run_id = ? AND step > ?", [run_id, step])
+        return removed
+
+    def add_step(self, run_id: int, record: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db["steps"].insert({"run_id": run_id, **record, "created": time.time()})
+
+    def run_totals(self, run_id: int) -> dict[str, Any]:
+        """Episode counts and mean reward over the committed steps of a run."""
+        row = self.db.execute(
+            "SELECT count(*), sum(abort_reason IS NOT NULL), avg(final_reward) FROM trajectories "
+            "WHERE run_id = ? AND step <= coalesce((SELECT max(step) FROM steps WHERE run_id = ?), 0)",
+            [run_id, run_id]).fetchone()
+        return {"episodes": row[0], "aborted": row[1] or 0, "mean_reward": row[2]}
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
         with self.db.atomic():
             self.db["runs"].update(run_id, {"status": status, "finished": time.time(), "summary": _json(summary)})
 
-    def add_task(self, run_id: int, task: Task, level: int) -> int:
-        return self._insert_task(run_id, task.index, task.category, level, task.knobs, task.tool_names, {
+    def add_task(self, run_id: int, task: Task, level: int, step: int | None = None) -> int:
+        return self._insert_task(run_id, step, task.index, task.category, level, task.knobs, task.tool_names, {
             "status": "ok", "user_intent": task.user_intent, "expected_tool_calls": _json(task.expected_tool_calls),
             "user_persona": task.user_persona, "first_user_query": task.first_user_query,
         })
 
-    def add_failed_task(self, run_id: int, index: int, category: str, level: int, knobs, tool_names, failure: str) -> int:
-        return self._insert_task(run_id, index, category, level, knobs, tool_names, {"status": "failed", "failure": failure})
+    def add_failed_task(self, run_id: int, index: int, category: str, level: int, knobs, tool_names, failure: str,
+                        step: int | None = None) -> int:
+        return self._insert_task(run_id, step, index, category, level, knobs, tool_names,
+                                 {"status": "failed", "failure": failure})
 
-    def _insert_task(self, run_id, index, category, level, knobs, tool_names, fields) -> int:
+    def _insert_task(self, run_id, step, index, category, level, knobs, tool_names, fields) -> int:
         with self.db.atomic():
             return self.db["tasks"].insert({
-                "run_id": run_id, "task_index": index, "category": category, "level": level,
+                "run_id": run_id, "step": step, "task_index": index, "category": category, "level": level,
                 "knobs": _json(knobs.__dict__), "tools": _json(list(tool_names)), **fields,
             }).last_pk
 
-    def add_trajectory(self, run_id: int, task_id: int | None, traj: Trajectory) -> int:
+    def add_trajectory(self, run_id: int, task_id: int | None, traj: Trajectory, step: int | None = None) -> int:
         """Write a trajectory and its turns in one transaction."""
         count = {role: sum(t.role == role for t in traj.turns) for role in ("assistant", "tool", "user")}
         tool_r, user_r = traj.rewards("tool"), traj.rewards("user")
         with self.db.atomic():
             traj_id = self.db["trajectories"].insert({
-                "run_id": run_id, "task_id": task_id, "task_index": traj.task_index,
+                "run_id": run_id, "step": step, "task_id": task_id, "task_index": traj.task_index,
                 "rollout_index": traj.rollout_index, "final_reward": traj.final_reward,
                 "end_reason": traj.end_reason, "abort_reason": traj.abort_reason,
                 "verifier_reasoning": traj.verifier_reasoning, "assistant_turns": count["assistant"],

@@ -20,6 +20,8 @@ class ServiceStats:
     batches: int = 0
     tokens: int = 0  # generated tokens
     busy_s: float = 0.0  # time the backend spent generating
+    busy_policy_s: float = 0.0  # ... for requests with the adapter on (the policy)
+    busy_base_s: float = 0.0  # ... for requests with the adapter off (simulator roles)
 
     @property
     def mean_batch(self) -> float:
@@ -64,6 +66,13 @@ class GenerationService:
         await self._queue.put((request, future))
         return await future
 
+    async def run_exclusive(self, fn, *args):
+        """Run fn(*args) in the worker thread, between batches: a training update on the same
+        weights never overlaps a generation. Its time is not counted as generation time."""
+        if self._loop_task is None or self._loop_task.done():
+            raise RuntimeError("the generation service is not running (use it as an async context manager)")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -96,7 +105,12 @@ class GenerationService:
         except Exception as err:  # a whole batch failed: every caller hears why
             log.exception("batch of %d failed", len(requests))
             results = [GenerationError(f"{self.backend.name}: {err}")] * len(requests)
-        self.stats.busy_s += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        self.stats.busy_s += spent
+        if requests[0].adapter:
+            self.stats.busy_policy_s += spent
+        else:
+            self.stats.busy_base_s += spent
         self.stats.batches += 1
         self.stats.requests += len(requests)
         for (_, future), result in zip(group, results):

@@ -1,0 +1,54 @@
+"""Figures over trajectories: the simulate summary and a training step's record."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from .records import Trajectory
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def std(values) -> float | None:
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return None
+    m = sum(values) / len(values)
+    return round(math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)), 4)
+
+
+def abort_reasons(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for t in trajectories:
+        if t.aborted:
+            reasons[t.abort_reason] = reasons.get(t.abort_reason, 0) + 1
+    return reasons
+
+
+def episode_figures(trajectories: Sequence[Trajectory]) -> dict:
+    """Counts, rewards and success over a set of episodes (aborted ones excluded from rewards)."""
+    valid = [t for t in trajectories if not t.aborted]
+    return {
+        "episodes": len(trajectories),
+        "aborted": len(trajectories) - len(valid),
+        "abort_reasons": abort_reasons(trajectories),
+        "mean_reward": mean(t.final_reward for t in valid),
+        "std_reward": std(t.final_reward for t in valid),
+        "success_rate": mean(1.0 if t.final_reward > 0 else 0.0 for t in valid),
+        "mean_tool_reward": mean(r for t in valid for r in t.rewards("tool")),
+        "mean_user_reward": mean(r for t in valid for r in t.rewards("user")),
+        "policy_tokens": sum(t.policy_tokens for t in trajectories),
+    }
+
+
+def time_split(wall_s: float, policy_s: float, simulation_s: float, training_s: float) -> dict:
+    """Seconds of a step by kind; `other_s` is what the three do not cover (never negative:
+    on separate devices generation and simulation may overlap)."""
+    return {
+        "wall_s": round(wall_s, 2), "policy_gen_s": round(policy_s, 2), "simulation_s": round(simulation_s, 2),
+        "training_s": round(training_s, 2), "other_s": round(max(0.0, wall_s - policy_s - simulation_s - training_s), 2),
+    }
