@@ -1,4 +1,6 @@
-"""Command line: python -m trustee_lite simulate RECIPE [--episodes N] [--db PATH] [--seed S]
+"""Command line:
+    python -m trustee_lite [train] RECIPE [--steps N] [--db PATH] [--out DIR] [--seed S] [--fresh]
+    python -m trustee_lite simulate RECIPE [--episodes N] [--db PATH] [--seed S]
 
 User errors print one line on stderr and exit with status 2; results print as one JSON line on
 stdout; progress goes to stderr.
@@ -21,8 +23,18 @@ def _parser() -> argparse.ArgumentParser:
         description="TRUSTEE on one machine: tool-calling RL in environments simulated by one local model.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    # -v after the command too; SUPPRESS so the command's default does not undo a -v before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress details to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sim = commands.add_parser("simulate", help="run episodes of the policy in the simulated environment")
+    train = commands.add_parser("train", parents=[verbose], help="train the policy (the default command: RECIPE alone means train RECIPE)")
+    train.add_argument("recipe", help="recipe YAML file")
+    train.add_argument("--steps", type=_positive, default=None, help="total training steps (default: the recipe's train.steps)")
+    train.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for the cache and run record (default: {DEFAULT_DB})")
+    train.add_argument("--out", default=None, help="folder for checkpoints and the adapter (default: runs/<recipe name>)")
+    train.add_argument("--seed", type=int, default=None, help="run seed (default: the recipe's seed)")
+    train.add_argument("--fresh", action="store_true", help="start over instead of resuming the run in --out")
+    sim = commands.add_parser("simulate", parents=[verbose], help="run episodes of the policy in the simulated environment")
     sim.add_argument("recipe", help="recipe YAML file")
     sim.add_argument("--episodes", type=_positive, default=None, help="episodes to run (default: the recipe's simulate.episodes)")
     sim.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for the cache and run record (default: {DEFAULT_DB})")
@@ -49,8 +61,19 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' bars (GGUF conversion); ours pass disable=False
 
 
+COMMANDS = ("train", "simulate")
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """`python -m trustee_lite RECIPE ...` means `train RECIPE ...`."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] not in COMMANDS:
+        return argv[:first] + ["train"] + argv[first:]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_with_command(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     from .errors import UserError
@@ -81,7 +104,16 @@ def _run(args) -> int:
         summary["db"] = args.db
         print(orjson.dumps(summary).decode(), flush=True)
         return 0
-    raise AssertionError(args.command)
+    from pathlib import Path
+
+    from .trainer import train
+
+    out_dir = Path(args.out or Path("runs") / recipe.name).resolve()
+    with Store(args.db) as store:
+        summary = asyncio.run(train(recipe, store, out_dir, seed, args.steps, args.fresh))
+    summary["db"] = args.db
+    print(orjson.dumps(summary).decode(), flush=True)
+    return 130 if summary["status"] == "interrupted" else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .env.role import SimulationFailed
 from .env.simulator import SimulatorClient
 from .env.tools import ToolPool, load_pool
 from .lm import GenerationService, build_backend
+from .metrics import episode_figures
 from .progress import bar
 from .recipe import Recipe
 from .records import Task, Trajectory
@@ -70,17 +71,45 @@ async def open_environment(recipe: Recipe, store: Store):
             backend.close()
 
 
-async def generate_task(env: Environment, index: int, level: int, run_seed: int) -> tuple[Task | None, dict]:
+async def generate_task(env: Environment, index: int, level: int, run_seed: int,
+                        attempt: int = 0) -> tuple[Task | None, dict]:
     """Draw knobs and tools for task `index` and ask the task generator; None if it failed."""
-    rng = random.Random(derive_seed(run_seed, "task", index))
+    parts = ("task", index) + ((attempt,) if attempt else ())
+    rng = random.Random(derive_seed(run_seed, *parts))
     knobs = sample_task_knobs(level, env.recipe.curriculum, rng)
     category, tools = env.pool.sample(knobs.num_tools, rng)
-    info = {"category": category, "knobs": knobs, "tool_names": [t["function"]["name"] for t in tools]}
+    info = {"index": index, "category": category, "knobs": knobs, "tool_names": [t["function"]["name"] for t in tools], "level": level}
     try:
-        task = await env.sim.run(task_generator.request(index, category, tools, knobs), run_seed, "task", index)
+        task = await env.sim.run(task_generator.request(index, category, tools, knobs), run_seed, *parts)
     except SimulationFailed as failure:
         return None, {**info, "failure": str(failure)}
     return task, info
+
+
+async def make_task(env: Environment, index: int, level: int, run_seed: int, attempts: int,
+                    level_step: int) -> tuple[Task | None, dict]:
+    """A valid task for one slot of a batch: up to `attempts` draws; the later ones at a lowered
+    level (by `level_step` every two attempts) so that a batch fills even when the generator
+    struggles at the current difficulty."""
+    task, info = None, {}
+    for attempt in range(attempts):
+        lowered = max(1, level - level_step * (attempt // 2))
+        task, info = await generate_task(env, index, lowered, run_seed, attempt)
+        if task is not None:
+            break
+    return task, info
+
+
+async def play_task(env: Environment, task: Task, rollouts: int, run_seed: int, on_done) -> list[Trajectory]:
+    """All rollouts of one task, concurrently; `on_done(traj)` as each finishes. In rollout order."""
+    limits = EpisodeLimits.of(task.knobs, env.recipe)
+
+    async def episode(r: int) -> Trajectory:
+        traj = await run_episode(task, r, env.policy, env.sim, limits, run_seed)
+        on_done(traj)
+        return traj
+
+    return list(await asyncio.gather(*(episode(r) for r in range(rollouts))))
 
 
 def aborted_without_task(index: int, rollout: int, reason: str) -> Trajectory:
@@ -111,12 +140,7 @@ async def simulate(recipe: Recipe, store: Store, episodes: int, seed: int) -> di
                         record(None, aborted_without_task(index, r, "task_generator_invalid"))
                     return
                 task_id = store.add_task(run_id, task, level)
-                limits = EpisodeLimits.of(task.knobs, recipe)
-
-                async def episode(r: int) -> None:
-                    record(task_id, await run_episode(task, r, env.policy, env.sim, limits, seed))
-
-                await asyncio.gather(*(episode(r) for r in range(rollouts)))
+                await play_task(env, task, rollouts, seed, lambda traj: record(task_id, traj))
 
         def record(task_id: int | None, traj: Trajectory) -> None:
             store.add_trajectory(run_id, task_id, traj)
@@ -136,35 +160,17 @@ async def simulate(recipe: Recipe, store: Store, episodes: int, seed: int) -> di
 
 def summarize(trajectories: list[Trajectory], env: Environment, wall_s: float) -> dict:
     """The end-of-run figures (also stored with the run)."""
-    valid = [t for t in trajectories if not t.aborted]
-    reasons: dict[str, int] = {}
-    for t in trajectories:
-        if t.aborted:
-            reasons[t.abort_reason] = reasons.get(t.abort_reason, 0) + 1
-    tool_r = [r for t in valid for r in t.rewards("tool")]
-    user_r = [r for t in valid for r in t.rewards("user")]
+    figures = episode_figures(trajectories)
     stats = env.sim.stats
-    policy_tokens = sum(t.policy_tokens for t in trajectories)
+    tokens = figures["policy_tokens"] + stats.tokens
     return {
-        "episodes": len(trajectories),
-        "aborted": len(trajectories) - len(valid),
-        "abort_reasons": reasons,
-        "mean_reward": _mean([t.final_reward for t in valid]),
-        "success_rate": _mean([1.0 if t.final_reward > 0 else 0.0 for t in valid]),
-        "mean_tool_reward": _mean(tool_r),
-        "mean_user_reward": _mean(user_r),
+        **figures,
         "cache_hits": stats.cache_hits,
         "cache_misses": stats.cache_misses,
         "cache_hit_rate": round(stats.cache_hits / stats.calls, 4) if stats.calls else None,
         "simulator_retries": stats.retries,
-        "policy_tokens": policy_tokens,
         "simulator_tokens": stats.tokens,
-        "tokens_per_s": round((policy_tokens + stats.tokens) / wall_s, 2) if wall_s > 0 else None,
+        "tokens_per_s": round(tokens / wall_s, 2) if wall_s > 0 else None,
         "policy_mean_batch": round(env.policy_service.stats.mean_batch, 2),
         "wall_s": round(wall_s, 2),
     }
-
-
-def _mean(values) -> float | None:
-    values = list(values)
-    return round(sum(values) / len(values), 4) if values else None

@@ -14,3 +14,8 @@ def bar(total: int, desc: str, unit: str = "episode") -> tqdm:
         total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=interactive,
         mininterval=0.2 if interactive else 10.0, leave=True, disable=False,
     )
+
+
+def say(line: str) -> None:
+    """One line for the user on stderr, without breaking a bar being drawn."""
+    tqdm.write(line, file=sys.stderr)

@@ -1,0 +1,88 @@
+"""Kill a real training run (SIGKILL) during generation, during the update and during a checkpoint
+write; the same command then finishes it: every step recorded once, nothing counted twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+RECIPE = textwrap.dedent("""\
+    name: resume
+    seed: 0
+    policy:
+      model: embedded
+      max_new_tokens: 24
+      max_response_tokens: 48
+      batch_size: 4
+      lora: {rank: 4, alpha: 8}
+    simulator:
+      backend: llama_cpp
+      model: embedded
+      max_new_tokens: 160
+      n_ctx: 4096
+      retries: 1
+      max_history_chars: 1500
+    tools:
+      max_result_chars: 128
+    rollout:
+      rollouts_per_task: 2
+    train:
+      steps: 3
+      tasks_per_step: 1
+      task_attempts: 2
+      learning_rate: 1.0e-4
+      micro_batch_size: 2
+      checkpoint_every: 1
+""")
+STEPS, TASKS, ROLLOUTS = 3, 1, 2
+
+
+def command(tmp: Path) -> list[str]:
+    return [sys.executable, "-m", "trustee_lite", "-v", str(tmp / "resume.yaml"),
+            "--db", str(tmp / "db.sqlite"), "--out", str(tmp / "out")]
+
+
+def run_until_killed(tmp: Path, marker: str) -> str:
+    """Start the run, SIGKILL it as soon as `marker` shows in its log; return the log."""
+    proc = subprocess.Popen(command(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            proc.kill()
+            break
+    proc.wait(timeout=120)
+    log = "".join(seen)
+    assert marker in log, f"the run ended before {marker!r}:\n{log[-3000:]}"
+    assert proc.returncode == -9
+    return log
+
+
+def test_killed_three_times_then_finished(tmp_path):
+    (tmp_path / "resume.yaml").write_text(RECIPE)
+    run_until_killed(tmp_path, "step 2: rollouts")  # during generation
+    log = run_until_killed(tmp_path, "step 2: update")  # during the update
+    assert "resuming run 1 at step 2" in log
+    run_until_killed(tmp_path, "step 3: checkpoint")  # during the checkpoint write
+
+    done = subprocess.run(command(tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done" and summary["steps"] == STEPS
+    assert summary["episodes"] == STEPS * TASKS * ROLLOUTS
+
+    con = sqlite3.connect(tmp_path / "db.sqlite")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT count(*) FROM runs WHERE kind = 'train'").fetchone()[0] == 1
+    assert [r[0] for r in con.execute("SELECT step FROM steps ORDER BY id")] == [1, 2, 3]
+    per_step = con.execute("SELECT step, count(*) FROM trajectories GROUP BY step ORDER BY step").fetchall()
+    assert per_step == [(s, TASKS * ROLLOUTS) for s in range(1, STEPS + 1)]
+    levels = con.execute("SELECT level, next_level FROM steps ORDER BY step").fetchall()
+    assert all(levels[i][1] == levels[i + 1][0] for i in range(len(levels) - 1))  # the curriculum carried over
+    adapter = Path(summary["adapter"])
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+    assert not list((tmp_path / "out" / "checkpoints").glob("*.tmp"))
