@@ -78,6 +78,7 @@ def test_micro_batches_accumulate_to_the_same_update(smol_backend, smol_tokenize
         # Plain SGD, so the weight change is the gradient itself (Adam's first step is its sign,
         # which flips on float noise where the gradient is near zero).
         learner.optimizer = torch.optim.SGD(learner.params, lr=1.0)
+        learner.scheduler = torch.optim.lr_scheduler.LambdaLR(learner.optimizer, lambda s: 1.0)
         stats = learner.update(samples(smol_tokenizer, learner, (1.0, -1.0)), 1)
         results.append((adapter_weights(learner.model), stats.loss))
     (w1, loss1), (w2, loss2) = results

@@ -20,6 +20,7 @@ from .env.role import SimulationFailed
 from .env.simulator import SimulatorClient
 from .env.tools import ToolPool, load_pool
 from .lm import GenerationService, build_backend
+from .lm.quant import require_cuda
 from .metrics import episode_figures
 from .progress import bar
 from .recipe import Recipe
@@ -43,7 +44,16 @@ class Environment:
 
 def _same_model(recipe: Recipe) -> bool:
     p, s = recipe.policy, recipe.simulator
-    return s.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype) == (s.model, s.gguf_file, s.device, s.dtype)
+    return s.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype, p.load_in_4bit) == (
+        s.model, s.gguf_file, s.device, s.dtype, s.load_in_4bit)
+
+
+def preflight(recipe: Recipe) -> None:
+    """Refuse what this machine cannot run before anything is loaded or recorded."""
+    for name in ("policy", "simulator"):
+        cfg = getattr(recipe, name)
+        if cfg.backend == "transformers" and cfg.load_in_4bit:
+            require_cuda(f"{recipe.source}: {name}")
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +61,9 @@ async def open_environment(recipe: Recipe, store: Store):
     """Load the tool pool and the models, start the generation services; close them after."""
     place = recipe.source
     pool = load_pool(recipe.tools.file, recipe.tools.categories, place)
-    policy_backend = build_backend("transformers", recipe.policy, f"{place}: policy", adapter=recipe.policy.adapter)
+    policy_backend = build_backend("transformers", recipe.policy, f"{place}: policy", adapter=recipe.policy.adapter,
+                                   lora=recipe.policy.lora, seed=recipe.seed,
+                                   gradient_checkpointing=recipe.train.gradient_checkpointing)
     shared = _same_model(recipe)  # one copy of the weights serves both; the simulator runs adapter-off
     sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")
     try:
@@ -119,6 +131,7 @@ def aborted_without_task(index: int, rollout: int, reason: str) -> Trajectory:
 
 async def simulate(recipe: Recipe, store: Store, episodes: int, seed: int) -> dict:
     """Run `episodes` episodes, grouped as tasks x rollouts_per_task; return the summary."""
+    preflight(recipe)
     start = time.perf_counter()
     per_task = recipe.rollout.rollouts_per_task
     n_tasks = math.ceil(episodes / per_task)

@@ -65,7 +65,7 @@ class Learner:
                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
             )
             model = get_peft_model(model, config)
-        if train.gradient_checkpointing:
+        if train.gradient_checkpointing and not getattr(backend, "unsloth", False):  # Unsloth has its own
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         model.eval()
@@ -92,7 +92,7 @@ class Learner:
         cfg = self.train_cfg
         total = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped": 0, "tokens": 0, "norms": [], "steps": 0}
         rng = random.Random(f"{self.seed}:{step}")
-        self.model.train()
+        self._set_mode(True)
         try:
             for _ in range(cfg.epochs):
                 order = list(samples)
@@ -100,7 +100,7 @@ class Learner:
                 for mini in _split(order, cfg.mini_batches):
                     self._optimizer_step(mini, total)
         finally:
-            self.model.eval()
+            self._set_mode(False)
             self.optimizer.zero_grad(set_to_none=True)
         n = total["steps"]
         tokens = total["tokens"]
@@ -113,6 +113,13 @@ class Learner:
             policy_tokens=sum(sum(s.policy_mask) for s in samples), samples=len(samples),
             optimizer_steps=n, seconds=time.perf_counter() - start,
         )
+
+    def _set_mode(self, training: bool) -> None:
+        set_mode = getattr(self.backend, "set_mode", None)  # Unsloth has a training and an inference path
+        if set_mode is not None:
+            set_mode(training)
+        else:
+            self.model.train(training)
 
     def _optimizer_step(self, mini: list[Sample], total: dict) -> None:
         import torch

@@ -44,6 +44,7 @@ class ModelConfig(Section):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     batch_size: PositiveInt = 16  # the batching service's largest batch (transformers)
     batch_wait_ms: NonNegFloat = 20.0  # how long a batch waits to fill
+    load_in_4bit: bool = False  # transformers on CUDA: NF4 weights via bitsandbytes (QLoRA)
 
 
 class LoraConfig(Section):
@@ -60,6 +61,7 @@ class PolicyConfig(ModelConfig):
     backend: Literal["transformers"] = "transformers"  # the policy trains, so always transformers
     adapter: str | None = None  # a PEFT adapter directory to start from
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    unsloth: bool = True  # with load_in_4bit: load and train through Unsloth when it is installed
     max_new_tokens: PositiveInt = 128  # per assistant turn
     max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
 
@@ -250,6 +252,11 @@ def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
             update["adapter"] = str(folder)
         if cfg.gguf_file is not None and cfg.model == EMBEDDED:
             raise UserError(f"{place}: {name}.gguf_file", "cannot be set when model is 'embedded'")
+        if cfg.load_in_4bit and cfg.backend != "transformers":
+            raise UserError(f"{place}: {name}.load_in_4bit", f"applies to the transformers backend, not {cfg.backend}")
+        if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):
+            raise UserError(f"{place}: {name}.load_in_4bit", "a GGUF model is already quantised; name a "
+                            "safetensors model (for example Qwen/Qwen3-8B) to load it in 4 bits")
         sections[name] = cfg.model_copy(update=update)
     return recipe.model_copy(update=sections)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .curriculum import knobs_at, next_level, success_rewards
-from .engine import Environment, aborted_without_task, make_task, open_environment, play_task
+from .engine import Environment, aborted_without_task, make_task, open_environment, play_task, preflight
 from .grpo import group_advantages
 from .learner import Learner, samples_from
 from .metrics import episode_figures, mean, time_split
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: int | None, fresh: bool) -> dict:
     """Train (or resume training) for the recipe's steps, or `steps`; return the summary."""
+    preflight(recipe)
     start = time.perf_counter()
     state = open_run(store, recipe, out_dir, seed, fresh)  # a resume error shows before models load
     if state.next_step > 1:

@@ -9,12 +9,13 @@ from .service import GenerationService
 __all__ = ["Backend", "Completion", "GenerationError", "GenRequest", "GenerationService", "Sampling", "build_backend"]
 
 
-def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | None = None) -> Backend:
-    """Load a backend; heavy and optional packages are imported only here, when needed."""
+def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | None = None, **policy) -> Backend:
+    """Load a backend; heavy and optional packages are imported only here, when needed.
+    `policy` (lora, seed, gradient_checkpointing) goes to the transformers backend of the policy."""
     if backend == "transformers":
         from .hf import TransformersBackend
 
-        return TransformersBackend(cfg, place, adapter=adapter)
+        return TransformersBackend(cfg, place, adapter=adapter, **policy)
     if backend == "llama_cpp":
         from .llama_cpp import LlamaCppBackend
 

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..recipe import ModelConfig
+from . import quant
 from .base import Completion, GenerationError, GenRequest
 from .models import locate
 
 log = logging.getLogger(__name__)
+
+UNSLOTH_MAX_SEQ_LENGTH = 8192  # longest sequence Unsloth prepares for (prompt + episode)
 
 
 def pick_device(requested: str) -> str:
@@ -40,29 +43,47 @@ def pick_dtype(requested: str, device: str):
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, cfg: ModelConfig, place: str, adapter: str | None = None):
+    def __init__(self, cfg: ModelConfig, place: str, adapter: str | None = None, lora=None, seed: int = 0,
+                 gradient_checkpointing: bool = False):
+        """`lora` (the policy's LoRA settings) lets a 4-bit policy load through Unsloth, adapter
+        included, when Unsloth is installed; otherwise the learner adds the adapter with PEFT."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.location = locate(cfg)
         self.model_id = self.location.model_id
         self.max_batch = cfg.batch_size
-        self.device = pick_device(cfg.device)
+        self.unsloth = False
+        four_bit = cfg.load_in_4bit
         kwargs = {"gguf_file": self.location.gguf_file} if self.location.gguf_file else {}
         # Never reach for a hub at run time: a hub id must already be in the local cache.
         kwargs["local_files_only"] = True
+        if four_bit:
+            kwargs["quantization_config"] = quant.bnb_4bit_config(place)  # refuses without CUDA
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+            self.model_id += ":nf4"
+        self.device = "cuda" if four_bit else pick_device(cfg.device)
+        use_unsloth = four_bit and lora is not None and adapter is None and getattr(cfg, "unsloth", False) and quant.unsloth_usable()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.location.source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                self.location.source, dtype=pick_dtype(cfg.dtype, self.device), **kwargs
-            )
+            if use_unsloth:
+                model, self.tokenizer = quant.load_with_unsloth(
+                    self.location.source, lora, seed, UNSLOTH_MAX_SEQ_LENGTH, gradient_checkpointing)
+                self.unsloth = True
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(self.location.source, **{
+                    k: v for k, v in kwargs.items() if k in ("gguf_file", "local_files_only")})
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.location.source, dtype=pick_dtype(cfg.dtype, self.device), **kwargs
+                )
         except (OSError, ValueError) as err:
             hint = "" if Path(self.location.source).exists() else (
                 f"; it is not a local path and not in the Hugging Face cache "
                 f"(fetch it first: hf download {self.location.source})"
             )
             raise UserError(f"{place}.model", f"cannot load {self.location.source!r}{hint}: {_first_line(err)}") from None
-        self.model = model.to(self.device).eval()
+        self.model = (model if four_bit else model.to(self.device)).eval()
+        if self.unsloth:
+            quant.unsloth_mode(self.model, training=False)
         if adapter is not None:
             self.load_adapter(adapter)
         self.eos_ids = _eos_ids(self.tokenizer, model)
@@ -74,6 +95,12 @@ class TransformersBackend:
         from peft import PeftModel
 
         self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+
+    def set_mode(self, training: bool) -> None:
+        """Before and after a training update: Unsloth switches between its two paths."""
+        if self.unsloth:
+            quant.unsloth_mode(self.model, training)
+        self.model.train(training)
 
     @property
     def has_adapter(self) -> bool:
