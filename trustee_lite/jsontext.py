@@ -33,7 +33,7 @@ def strip_fence(text: str) -> str:
 
 def first_object(text: str) -> dict[str, Any] | None:
     """The first complete JSON object in text, with anything around it ignored."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     start = text.find("{")
     while start >= 0:
         try:
@@ -50,7 +50,7 @@ def loads_lenient(text: str) -> Any:
     """Parse text as JSON; failing that, the first JSON object inside it. Raises ValueError."""
     body = strip_fence(strip_think(text))
     try:
-        return json.loads(body)
+        return json.loads(body, strict=False)  # raw newlines inside strings are common; accept them
     except json.JSONDecodeError as err:
         obj = first_object(body)
         if obj is None:
