@@ -54,6 +54,10 @@ def preflight(recipe: Recipe) -> None:
         cfg = getattr(recipe, name)
         if cfg.backend == "transformers" and cfg.load_in_4bit:
             require_cuda(f"{recipe.source}: {name}")
+    if recipe.simulator.backend == "openai":
+        from .lm.remote import check_reachable
+
+        check_reachable(recipe.simulator, f"{recipe.source}: simulator")
 
 
 @contextlib.asynccontextmanager

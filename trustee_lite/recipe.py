@@ -67,7 +67,7 @@ class PolicyConfig(ModelConfig):
 
 
 class SimulatorConfig(ModelConfig):
-    backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
+    backend: Literal["llama_cpp", "transformers", "openai"] = "llama_cpp"
     temperature: NonNegFloat = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     retries: NonNegInt = 2  # further attempts after an unusable answer, then the episode aborts
@@ -77,6 +77,18 @@ class SimulatorConfig(ModelConfig):
     # CPU, but an answer then depends on the call before it, not only on its prompt and seed.
     reuse_prefix: bool = False
     max_history_chars: PositiveInt = 6000  # longest conversation text shown to a simulator role
+    # openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, Ollama); `model` is
+    # the name the server knows the model by.
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    api_key_env: str | None = None  # the environment variable holding the API key (never stored)
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"  # json_object:
+    #   llama-cpp-python's server, which takes {"type": "json_object", "schema": ...}
+    max_in_flight: PositiveInt = 8  # requests to the server at once
+    requests_per_second: Annotated[float, Field(gt=0)] | None = None  # optional rate limit
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per call
+    net_retries: NonNegInt = 4  # retries of a call on connection errors, timeouts, 429 and 5xx
+    backoff_s: Annotated[float, Field(gt=0)] = 0.5  # first retry waits up to this; doubles, with jitter
+    max_consecutive_failures: PositiveInt = 32  # calls failing in a row before the run stops
 
 
 class ToolsConfig(Section):
@@ -236,7 +248,7 @@ def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
     for name in ("policy", "simulator"):
         cfg = getattr(recipe, name)
         update = {}
-        if cfg.model != EMBEDDED:
+        if cfg.model != EMBEDDED and cfg.backend != "openai":  # openai: a name the server knows
             model = _local(base, cfg.model)
             if model.exists():
                 update["model"] = str(model)
@@ -252,6 +264,8 @@ def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
             update["adapter"] = str(folder)
         if cfg.gguf_file is not None and cfg.model == EMBEDDED:
             raise UserError(f"{place}: {name}.gguf_file", "cannot be set when model is 'embedded'")
+        if name == "simulator" and cfg.backend == "openai" and not cfg.base_url:
+            raise UserError(f"{place}: simulator.base_url", "is required when backend is openai")
         if cfg.load_in_4bit and cfg.backend != "transformers":
             raise UserError(f"{place}: {name}.load_in_4bit", f"applies to the transformers backend, not {cfg.backend}")
         if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):

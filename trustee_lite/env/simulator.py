@@ -85,8 +85,8 @@ class SimulatorClient:
         try:
             completion = await self.service.generate(request)
         except GenerationError as err:
-            self._fail("simulator_error")
-            raise SimulationFailed("simulator_error", f"{call.role}: {err}") from None
+            self._fail(err.reason)
+            raise SimulationFailed(err.reason, f"{call.role}: {err}") from None
         self.stats.tokens += completion.num_tokens
         self.cache.cache_put(key, call.role, completion.text, completion.num_tokens)
         return completion.text

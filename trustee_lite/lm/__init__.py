@@ -16,6 +16,10 @@ def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | Non
         from .hf import TransformersBackend
 
         return TransformersBackend(cfg, place, adapter=adapter, **policy)
+    if backend == "openai":
+        from .remote import OpenAIBackend
+
+        return OpenAIBackend(cfg, place)
     if backend == "llama_cpp":
         from .llama_cpp import LlamaCppBackend
 

@@ -48,9 +48,17 @@ class Completion:
 class GenerationError(RuntimeError):
     """A backend could not answer one request (context overflow, server failure, ...)."""
 
+    reason = "simulator_error"  # the abort reason of a trajectory this ends
+
+
+class ServerUnreachable(GenerationError):
+    """A remote server did not answer, retries included (connection, timeout, 429, 5xx)."""
+
+    reason = "simulator_unreachable"
+
 
 class Backend(Protocol):
-    name: str  # "transformers", "llama_cpp"
+    name: str  # "transformers", "llama_cpp", "openai"
     model_id: str  # identity of the weights, part of the simulation cache key
     max_batch: int
 
@@ -61,3 +69,6 @@ class Backend(Protocol):
         """Blocking; runs in the generation service's worker thread."""
 
     def close(self) -> None: ...
+
+    # A remote backend implements `async def agenerate(request) -> Completion` instead of
+    # generate_batch: the service then sends each request as it comes (the server batches).

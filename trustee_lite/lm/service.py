@@ -39,6 +39,8 @@ class GenerationService:
         self._queue: asyncio.Queue | None = None
         self._loop_task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._in_flight = 0  # remote backends: requests out now, and since when one was
+        self._busy_since = 0.0
 
     async def __aenter__(self) -> GenerationService:
         self._queue = asyncio.Queue()
@@ -62,9 +64,29 @@ class GenerationService:
         """Queue one request and wait for its completion; raises GenerationError if it failed."""
         if self._loop_task is None or self._loop_task.done():
             raise RuntimeError("the generation service is not running (use it as an async context manager)")
+        if hasattr(self.backend, "agenerate"):
+            return await self._direct(request)
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
         return await future
+
+    async def _direct(self, request: GenRequest) -> Completion:
+        """A remote backend: send now; busy time is the time at least one request is out."""
+        if self._in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+        try:
+            result = await self.backend.agenerate(request)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                spent = time.perf_counter() - self._busy_since
+                self.stats.busy_s += spent
+                self.stats.busy_base_s += spent
+        self.stats.requests += 1
+        self.stats.batches += 1
+        self.stats.tokens += result.num_tokens
+        return result
 
     async def run_exclusive(self, fn, *args):
         """Run fn(*args) in the worker thread, between batches: a training update on the same
