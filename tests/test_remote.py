@@ -97,7 +97,7 @@ def test_server_lost_mid_run_and_back(tmp_path):
     srv = Server(free_port()).start()
     recipe = recipe_file(tmp_path, srv.url, net_retries=1, backoff_s=0.2, timeout_s=20, max_consecutive_failures=1000)
     db = tmp_path / "db.sqlite"
-    run = subprocess.Popen([sys.executable, "-m", "trustee_lite", "-v", "simulate", str(recipe), "--episodes", "12",
+    run = subprocess.Popen([sys.executable, "-m", "trustee_lite", "-v", "simulate", str(recipe), "--episodes", "8",
                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_rows(db, "SELECT count(*) FROM cache", 2, run)  # a few simulator answers in
@@ -111,11 +111,11 @@ def test_server_lost_mid_run_and_back(tmp_path):
         srv.stop()
     assert run.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["episodes"] == 12
+    assert summary["episodes"] == 8
     assert summary["abort_reasons"].get("simulator_unreachable", 0) >= 1
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert con.execute("SELECT count(*) FROM trajectories").fetchone()[0] == 12
+    assert con.execute("SELECT count(*) FROM trajectories").fetchone()[0] == 8
     assert con.execute("SELECT count(*) FROM trajectories WHERE abort_reason IS NULL").fetchone()[0] >= 1
 
 

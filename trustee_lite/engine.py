@@ -84,7 +84,10 @@ async def open_environment(recipe: Recipe, store: Store):
             yield Environment(recipe, pool, policy, sim, policy_service, sim_service)
     finally:
         for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():
-            backend.close()
+            if hasattr(backend, "aclose"):  # a remote client closes its connections inside the loop
+                await backend.aclose()
+            else:
+                backend.close()
 
 
 async def generate_task(env: Environment, index: int, level: int, run_seed: int,

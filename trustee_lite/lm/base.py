@@ -71,4 +71,5 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     # A remote backend implements `async def agenerate(request) -> Completion` instead of
-    # generate_batch: the service then sends each request as it comes (the server batches).
+    # generate_batch (the service then sends each request as it comes; the server batches),
+    # and `async def aclose()` instead of close().

@@ -132,8 +132,8 @@ class OpenAIBackend:
                             "run record is kept (run the same command to resume)")
         raise ServerUnreachable(f"{self.cfg.base_url}: {_describe(last)}")
 
-    def close(self) -> None:
-        pass  # the async client's connections close with the event loop
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 def _completion(response) -> Completion:
