@@ -1,9 +1,11 @@
-"""Kill a real training run (SIGKILL) during generation, during the update and during a checkpoint
-write; the same command then finishes it: every step recorded once, nothing counted twice."""
+"""Stop a real training run with Ctrl-C, then kill it (SIGKILL) during generation, during the
+update and during a checkpoint write; the same command then finishes it: every step recorded
+once, nothing counted twice."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -62,8 +64,28 @@ def run_until_killed(tmp: Path, marker: str) -> str:
     return log
 
 
+def interrupt_once(tmp: Path, marker: str) -> tuple[int, str, str]:
+    """Ctrl-C (SIGINT) once when `marker` shows: the run finishes that step, then stops."""
+    proc = subprocess.Popen(command(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, "".join(seen) + err
+
+
 def test_killed_three_times_then_finished(tmp_path):
     (tmp_path / "resume.yaml").write_text(RECIPE)
+    code, out, err = interrupt_once(tmp_path, "step 1: rollouts")
+    assert code == 130, err[-3000:]
+    assert "stopping after this step's checkpoint" in err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["status"] == "interrupted" and stopped["steps"] == 1  # step 1 finished and committed
+    assert (tmp_path / "out" / "checkpoints" / "step-000001" / "adapter_model.safetensors").is_file()
+
     run_until_killed(tmp_path, "step 2: rollouts")  # during generation
     log = run_until_killed(tmp_path, "step 2: update")  # during the update
     assert "resuming run 1 at step 2" in log
@@ -78,6 +100,7 @@ def test_killed_three_times_then_finished(tmp_path):
     con = sqlite3.connect(tmp_path / "db.sqlite")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT count(*) FROM runs WHERE kind = 'train'").fetchone()[0] == 1
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "done"
     assert [r[0] for r in con.execute("SELECT step FROM steps ORDER BY id")] == [1, 2, 3]
     per_step = con.execute("SELECT step, count(*) FROM trajectories GROUP BY step ORDER BY step").fetchall()
     assert per_step == [(s, TASKS * ROLLOUTS) for s in range(1, STEPS + 1)]
