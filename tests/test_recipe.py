@@ -24,7 +24,7 @@ MALFORMED = [
     ("seed: zero\n", "recipe.yaml: seed: must be an integer, got str 'zero'"),
     ("rollout:\n  rollouts_per_task: 2.5\n", "recipe.yaml: rollout.rollouts_per_task: must be an integer"),
     ("rollout:\n  rollouts_per_task: true\n", "recipe.yaml: rollout.rollouts_per_task: must be an integer"),
-    ("simulator:\n  backend: vllm\n", "recipe.yaml: simulator.backend: must be one of 'llama_cpp' or 'transformers', got 'vllm'"),
+    ("simulator:\n  backend: vllm\n", "recipe.yaml: simulator.backend: must be one of 'llama_cpp', 'transformers' or 'openai', got 'vllm'"),
     ("policy:\n  backend: llama_cpp\n", "recipe.yaml: policy.backend: must be one of 'transformers'"),
     ("policy:\n  top_p: 0\n", "recipe.yaml: policy.top_p: must be > 0, got 0"),
     ("simulator:\n  top_p: 1.5\n", "recipe.yaml: simulator.top_p: must be <= 1, got 1.5"),
