@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-
 from scripted import ScriptedBackend, role_of
-from test_role_output import WEATHER, make_task
+from test_role_output import make_task
 from trustee_lite.chat import PolicyChat
 from trustee_lite.curriculum import knobs_at
 from trustee_lite.env.simulator import SimulatorClient

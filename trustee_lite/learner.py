@@ -86,8 +86,6 @@ class Learner:
     # -- one GRPO update ----------------------------------------------------------------------
     def update(self, samples: list[Sample], step: int) -> UpdateStats:
         """Epochs x mini-batches of optimizer steps over one training step's samples."""
-        import torch
-
         start = time.perf_counter()
         cfg = self.train_cfg
         total = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped": 0, "tokens": 0, "norms": [], "steps": 0}

@@ -49,7 +49,6 @@ class _Totals:
     """This process's figures (the run's committed totals come from the store)."""
 
     steps: int = 0
-    wall_s: float = 0.0
     policy_gen_s: float = 0.0
     simulation_s: float = 0.0
     training_s: float = 0.0
@@ -59,7 +58,7 @@ class _Totals:
     def add(self, split: dict) -> None:
         self.steps += 1
         self.step_seconds.append(split["wall_s"])
-        for name in ("wall_s", "policy_gen_s", "simulation_s", "training_s", "other_s"):
+        for name in ("policy_gen_s", "simulation_s", "training_s", "other_s"):
             setattr(self, name, getattr(self, name) + split[name])
 
 
