@@ -70,3 +70,14 @@ def test_hermes_block_shows_a_call_of_the_tasks_own_tool():
                                          "note": {"type": "string"}}, "required": ["people", "name"]}}}
     assert example_call(tool) == ("book_table", {"people": 1, "name": "..."})
     assert '"name": "book_table", "arguments": {"people": 1, "name": "..."}' in hermes_tool_block((tool,))
+
+
+def test_prompt_of_a_conversation(chat, smol_tokenizer):
+    """BFCL questions are conversations: the same system prompt and tool block, then every message."""
+    messages = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Rain in Paris?"}]
+    text = smol_tokenizer.decode(chat.prompt("Be useful.", messages, [WEATHER]))
+    assert text.startswith("<|im_start|>system\nBe useful.\n\n# Tools")
+    assert "<|im_start|>assistant\nHello.<|im_end|>" in text
+    assert text.endswith("<|im_start|>user\nRain in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert chat.prompt("Be useful.", messages[2:], [WEATHER]) == chat.first_prompt("Be useful.", "Rain in Paris?", [WEATHER])

@@ -67,12 +67,17 @@ class PolicyChat:
 
     def first_prompt(self, system: str, query: str, tools) -> list[int]:
         """Token ids of the system prompt (with tools) and the first user query, ready to generate."""
+        return self.prompt(system, [self.user_message(query)], tools)
+
+    def prompt(self, system: str, messages: list[dict[str, str]], tools) -> list[int]:
+        """Token ids of the system prompt (with tools) and a conversation, ready to generate."""
         if not self.native_tools:
             system = f"{system}\n\n{hermes_tool_block(tools)}"
         if self.system_role:
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": query}]
+            messages = [{"role": "system", "content": system}, *messages]
         else:
-            messages = [{"role": "user", "content": f"{system}\n\n{query}"}]
+            first = messages[0]
+            messages = [{**first, "content": f"{system}\n\n{first['content']}"}, *messages[1:]]
         return self.encode(self._render(messages, add_generation_prompt=True, tools=tools))
 
     def continuation(self, messages: list[dict[str, str]], last_token: int | None) -> list[int]:

@@ -1,0 +1,51 @@
+"""Turn BFCL's possible answers into policy output: one tool-call block per expected call."""
+
+from __future__ import annotations
+
+from trustee_lite.toolcalls import format_call
+
+OMIT = object()
+
+
+def choose(possible: list):
+    """The first possible value; "" in BFCL's lists means "may be left out"."""
+    for value in possible:
+        if value != "":
+            return realize(value)
+    return OMIT
+
+
+def realize(value):
+    """A concrete value: dicts inside answers hold lists of possible values per key."""
+    if isinstance(value, dict):
+        out = {}
+        for key, possible in value.items():
+            picked = choose(possible) if isinstance(possible, list) else possible
+            if picked is not OMIT:
+                out[key] = picked
+        return out
+    if isinstance(value, list):
+        return [realize(v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+def answer_calls(answer, functions) -> list[tuple[str, dict]]:
+    """Each expected call with one possible value per parameter; a parameter that may be left
+    out (and is not required) is left out."""
+    required = {f["name"]: set(f["parameters"].get("required", ())) for f in functions}
+    calls = []
+    for entry in answer:
+        (name, params), = entry.items()
+        args = {}
+        for param, possible in params.items():
+            if "" in possible and param not in required.get(name, ()):
+                continue
+            picked = choose(possible)
+            if picked is not OMIT:
+                args[param] = picked
+        calls.append((name, args))
+    return calls
+
+
+def answer_text(item) -> str:
+    return "\n".join(format_call(name, args) for name, args in answer_calls(item.answer, item.functions))

@@ -1,0 +1,125 @@
+"""The BFCL harness end to end, without a model: BFCL's own possible answers, written as the
+policy writes tool calls, go through the rollout's parser and BFCL's checker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bfcl_answers import answer_calls, answer_text
+
+from trustee_lite import bfcl
+from trustee_lite.errors import UserError
+from trustee_lite.toolcalls import format_call
+
+LISTED = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "live_simple", "live_multiple")
+PER_CATEGORY = 25
+
+# Items whose possible answers contradict their own function docs, so no output can pass:
+CANNOT_PASS = {
+    "live_simple_106-63-0": "required 'auto_loan_payment_start' is absent from the possible answer",
+    "live_simple_112-68-0": "required 'acc_routing_start' is absent from the possible answer",
+    "live_multiple_507-149-4": "required 'origin_airport' may only be left out ([\"\"])",
+    "live_multiple_862-181-3": "the answer gives 'journey_start_time', which Trains_1_FindTrains does not define",
+    "live_multiple_964-207-0": "required 'statement' is absent from the possible answer",
+}
+
+REFUSAL = "None of these functions can answer that, so I will not call any."
+
+
+def right_answer(category: str, item: bfcl.Item) -> str:
+    return REFUSAL if item.answer is None else answer_text(item)
+
+
+@pytest.mark.parametrize("category", LISTED)
+def test_possible_answers_score_100_percent(category):
+    items = bfcl.load(category, PER_CATEGORY)
+    assert len(items) == PER_CATEGORY
+    outcomes = {item.id: bfcl.score(category, item, right_answer(category, item)) for item in items}
+    failed = {i: (o.error_type, o.detail) for i, o in outcomes.items() if not o.valid}
+    assert failed == {}
+
+
+@pytest.mark.parametrize("category", bfcl.AST_CATEGORIES)
+def test_every_answerable_item_passes(category):
+    """The whole category: every item passes except the few whose data cannot."""
+    items = bfcl.load(category)
+    failed = {item.id for item in items if not bfcl.score(category, item, answer_text(item)).valid}
+    assert failed == {i for i in CANNOT_PASS if i.startswith(category + "_")}
+
+
+@pytest.mark.parametrize("category", [c for c in LISTED if c != "irrelevance"])
+def test_wrong_function_name_scores_zero(category):
+    items = bfcl.load(category, PER_CATEGORY)
+    for item in items:
+        calls = answer_calls(item.answer, item.functions)
+        calls[0] = (calls[0][0] + "_v2", calls[0][1])
+        outcome = bfcl.score(category, item, "\n".join(format_call(n, a) for n, a in calls))
+        assert not outcome.valid and outcome.kind == "wrong_function", (item.id, outcome)
+
+
+@pytest.mark.parametrize("category", [c for c in LISTED if c != "irrelevance"])
+def test_missing_required_argument_scores_zero(category):
+    corrupted = 0
+    for item in bfcl.load(category, PER_CATEGORY):
+        calls = answer_calls(item.answer, item.functions)
+        name, args = calls[0]
+        required = next(f for f in item.functions if f["name"] == name)["parameters"].get("required", [])
+        if not required:
+            continue
+        calls[0] = (name, {k: v for k, v in args.items() if k != required[0]})
+        outcome = bfcl.score(category, item, "\n".join(format_call(n, a) for n, a in calls))
+        assert not outcome.valid and outcome.kind == "wrong_arguments", (item.id, outcome)
+        assert "missing_required" in outcome.error_type or "cannot_find_match" in outcome.error_type
+        corrupted += 1
+    assert corrupted >= 20
+
+
+def test_irrelevance_call_is_a_miss():
+    for item in bfcl.load("irrelevance", PER_CATEGORY):
+        tool = item.functions[0]
+        outcome = bfcl.score("irrelevance", item, format_call(tool["name"], {}))
+        assert not outcome.valid and outcome.kind == "irrelevance_miss"
+        assert outcome.error_type == "irrelevance_error:decoder_success"
+
+
+def test_output_without_a_call_is_a_parse_failure():
+    item = bfcl.load("simple_python", 1)[0]
+    for text in ("The area is 25.", '<tool_call>{"name": "calculate_triangle_area", "arguments": {"base": 10,</tool_call>'):
+        outcome = bfcl.score("simple_python", item, text)
+        assert not outcome.valid and outcome.kind == "parse_failure"
+
+
+def test_live_relevance_needs_a_call():
+    item = bfcl.load("live_relevance", 1)[0]
+    assert bfcl.score("live_relevance", item, REFUSAL).kind == "no_call"
+    assert bfcl.score("live_relevance", item, format_call(item.functions[0]["name"], {})).valid
+
+
+def test_tool_schema_uses_openapi_types():
+    doc = {"name": "math.hypot", "description": "Norm.", "parameters": {"type": "dict", "properties": {
+        "x": {"type": "float", "description": "x."}, "pair": {"type": "tuple", "items": {"type": "integer"}},
+        "opts": {"type": "dict", "properties": {"deep": {"type": "any"}}}}, "required": ["x"]}}
+    tool = bfcl.to_tool(doc)
+    params = tool["function"]["parameters"]
+    assert tool["function"]["name"] == "math.hypot"  # dots kept: the checker is told not to convert them
+    assert params["type"] == "object" and params["required"] == ["x"]
+    assert params["properties"]["x"] == {"type": "number", "description": "x. This is a float type value."}
+    assert params["properties"]["pair"] == {"type": "array", "items": {"type": "integer"}}
+    assert params["properties"]["opts"]["properties"]["deep"] == {"type": "string"}
+    assert doc["parameters"]["type"] == "dict"  # the BFCL doc itself is untouched
+    json.dumps(tool)
+
+
+def test_live_items_keep_their_system_messages():
+    items = [i for i in bfcl.load("live_multiple") if any(m["role"] == "system" for m in i.messages)]
+    assert items, "live_multiple has questions with a system message"
+    item = items[0]
+    assert bfcl.system_text(item) and all(m["role"] != "system" for m in bfcl.conversation(item))
+
+
+def test_categories_are_checked():
+    assert bfcl.check_categories(["simple_python", "simple_python", "irrelevance"]) == ["simple_python", "irrelevance"]
+    assert bfcl.check_categories(["all"]) == list(bfcl.CATEGORIES)
+    with pytest.raises(UserError, match="--bfcl: unknown or unsupported BFCL category 'simple_java'"):
+        bfcl.check_categories(["simple_java"])

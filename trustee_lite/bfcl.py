@@ -1,0 +1,189 @@
+"""BFCL v4 through its own package: the data and the checker come from ``bfcl-eval``.
+
+What is ours: turning BFCL function docs into the policy's tool schemas, and turning a policy
+turn (parsed by the rollout's own parser) into the ``[{name: arguments}]`` list BFCL's AST
+checker takes. The verdict is ``bfcl_eval``'s ``ast_checker``, imported, not re-implemented;
+the relevance rule (a call made or not) is the one its runner applies.
+
+``bfcl-eval`` pins numpy and pulls a dozen vendor SDKs (and, through sentence-transformers, the
+CUDA build of torch), so it is installed with ``--no-deps``: the checker itself needs only the
+standard library. One module of the checker's import chain is the registry of every model
+BFCL knows (``bfcl_eval.constants.model_config``), which imports all those SDKs; the checker
+reads one flag from it (``underscore_to_dot``, for APIs that cannot have dots in names). We
+register that module with the one entry the checker asks for, our policy's, before importing
+the checker: the policy gets function names exactly as BFCL writes them, dots included.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .errors import UserError
+from .toolcalls import parse_turn
+
+INSTALL = "pip install --no-deps bfcl-eval==2026.3.23"
+CHECKER_MODEL = "trustee-lite"  # the name the checker is told (no "_": it reads those as "/")
+
+# Categories scored by the AST checker (python) or by the relevance rule.
+AST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
+                  "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+RELEVANCE_CATEGORIES = ("irrelevance", "live_irrelevance", "live_relevance")
+CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
+
+# Error kinds in the tables; the checker's own error_type is kept with every item.
+KINDS = ("parse_failure", "wrong_function", "wrong_arguments", "irrelevance_miss", "no_call", "policy_error")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    messages: tuple[dict[str, str], ...]  # the question's (single) turn
+    functions: tuple[dict, ...]  # BFCL function docs, as the checker takes them
+    answer: tuple[dict, ...] | None  # possible answers; None for relevance categories
+
+    @property
+    def tools(self) -> list[dict]:
+        return [to_tool(f) for f in self.functions]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    valid: bool
+    kind: str | None  # one of KINDS; None when valid
+    error_type: str | None  # BFCL's error_type (or ours for a policy error)
+    detail: str = ""
+
+
+def _bfcl():
+    """The bfcl_eval package, or one line saying how to install it."""
+    try:
+        import bfcl_eval  # noqa: F401
+    except ImportError:
+        raise UserError("--bfcl", f"needs the bfcl-eval package ({INSTALL})") from None
+    name = "bfcl_eval.constants.model_config"
+    if name not in sys.modules:  # see the module docstring: the checker's one registry lookup
+        registry = types.ModuleType(name)
+        registry.MODEL_CONFIG_MAPPING = {}
+        sys.modules[name] = registry
+    sys.modules[name].MODEL_CONFIG_MAPPING.setdefault(CHECKER_MODEL, types.SimpleNamespace(underscore_to_dot=False))
+    return bfcl_eval
+
+
+@lru_cache(maxsize=None)
+def _checker():
+    _bfcl()
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+
+    return ast_checker, Language.PYTHON
+
+
+def check_categories(names: list[str], place: str = "--bfcl") -> list[str]:
+    """Validate category names ("all" means every supported one); keep their order, once each."""
+    chosen: list[str] = []
+    for name in names:
+        for one in (CATEGORIES if name == "all" else (name,)):
+            if one not in CATEGORIES:
+                raise UserError(place, f"unknown or unsupported BFCL category {one!r} (supported: {', '.join(CATEGORIES)}, all)")
+            if one not in chosen:
+                chosen.append(one)
+    return chosen
+
+
+def load(category: str, limit: int | None = None) -> list[Item]:
+    """The first `limit` questions of a category (all if None), with their possible answers."""
+    _bfcl()
+    from bfcl_eval.constants.eval_config import POSSIBLE_ANSWER_PATH, PROMPT_PATH
+
+    file = f"BFCL_v4_{category}.json"
+    questions = _read_lines(PROMPT_PATH / file, limit)
+    answers = None
+    if category in AST_CATEGORIES:
+        answers = {a["id"]: a["ground_truth"] for a in _read_lines(POSSIBLE_ANSWER_PATH / file, None)}
+    items = []
+    for q in questions:
+        turns = q["question"]
+        if len(turns) != 1:
+            raise ValueError(f"{file}: {q['id']} has {len(turns)} turns; single-turn categories have one")
+        answer = None if answers is None else tuple(answers[q["id"]])
+        items.append(Item(q["id"], tuple(turns[0]), tuple(q["function"]), answer))
+    return items
+
+
+def _read_lines(path, limit: int | None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+                if limit is not None and len(rows) >= limit:
+                    break
+    return rows
+
+
+def to_tool(function: dict) -> dict:
+    """A BFCL function doc as an OpenAI-style tool: BFCL's type names mapped by its own table."""
+    _bfcl()
+    from bfcl_eval.constants.type_mappings import GORILLA_TO_OPENAPI
+
+    def schema(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = {k: v for k, v in node.items() if k not in ("properties", "items")}
+        kind = node.get("type")
+        if isinstance(kind, str):
+            out["type"] = GORILLA_TO_OPENAPI.get(kind, "string")
+            if kind == "float":  # as BFCL tells function-calling models
+                out["description"] = (node.get("description", "") + " This is a float type value.").strip()
+        if "properties" in node:
+            out["properties"] = {name: schema(p) for name, p in node["properties"].items()}
+        if "items" in node:
+            out["items"] = schema(node["items"])
+        return out
+
+    params = schema(function.get("parameters") or {"type": "dict", "properties": {}})
+    return {"type": "function", "function": {
+        "name": function["name"], "description": function.get("description", ""), "parameters": params}}
+
+
+def system_text(item: Item) -> str:
+    """The question's own system messages, if any (live categories have some)."""
+    return "\n\n".join(m["content"] for m in item.messages if m["role"] == "system")
+
+
+def conversation(item: Item) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in item.messages if m["role"] != "system"]
+
+
+def score(category: str, item: Item, text: str) -> Outcome:
+    """Judge one policy turn: BFCL's relevance rule or its AST checker, with an error kind."""
+    turn = parse_turn(text)
+    calls = [c for c in turn.calls if not c.malformed]
+    if category in RELEVANCE_CATEGORIES:
+        made_call = bool(calls)  # BFCL: the output decodes to a non-empty list of calls
+        if "irrelevance" in category:
+            return Outcome(True, None, None) if not made_call else Outcome(
+                False, "irrelevance_miss", "irrelevance_error:decoder_success", _names(calls))
+        return Outcome(True, None, None) if made_call else Outcome(False, "no_call", "relevance_error:decoder_failed")
+    broken = [c for c in turn.calls if c.malformed]
+    if broken or not calls:
+        detail = broken[0].error if broken else "no tool call in the output"
+        return Outcome(False, "parse_failure", "ast_decoder:decoder_failed", detail)
+    ast_checker, python = _checker()
+    output = [{c.name: c.arguments} for c in calls]
+    result = ast_checker(list(item.functions), output, list(item.answer), python, category, CHECKER_MODEL)
+    if result["valid"]:
+        return Outcome(True, None, None)
+    expected = Counter(name for answer in item.answer for name in answer)
+    kind = "wrong_function" if Counter(c.name for c in calls) != expected else "wrong_arguments"
+    return Outcome(False, kind, result.get("error_type"), "; ".join(map(str, result.get("error", []))))
+
+
+def _names(calls) -> str:
+    return "called " + ", ".join(c.name for c in calls)
