@@ -1,6 +1,8 @@
 """Command line:
     python -m trustee_lite [train] RECIPE [--steps N] [--db PATH] [--out DIR] [--seed S] [--fresh]
     python -m trustee_lite simulate RECIPE [--episodes N] [--db PATH] [--seed S]
+    python -m trustee_lite eval RECIPE [--bfcl CATEGORY ...] [--simulated N] [--adapter DIR ...] [--base] [--limit N]
+    python -m trustee_lite compare [--db PATH] [--run ID ...]
 
 User errors print one line on stderr and exit with status 2; results print as one JSON line on
 stdout; progress goes to stderr.
@@ -39,6 +41,22 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--episodes", type=_positive, default=None, help="episodes to run (default: the recipe's simulate.episodes)")
     sim.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for the cache and run record (default: {DEFAULT_DB})")
     sim.add_argument("--seed", type=int, default=None, help="run seed (default: the recipe's seed)")
+    ev = commands.add_parser("eval", parents=[verbose], help="score the policy (base or adapters) on BFCL and on held-out simulated tasks")
+    ev.add_argument("recipe", help="recipe YAML file (its policy model is evaluated)")
+    ev.add_argument("--bfcl", nargs="+", default=[], metavar="CATEGORY",
+                    help="BFCL v4 categories, e.g. simple_python multiple parallel (or: all)")
+    ev.add_argument("--adapter", action="append", default=[], metavar="DIR",
+                    help="a LoRA adapter folder to evaluate (repeatable; default: the recipe's policy as it is)")
+    ev.add_argument("--base", action="store_true", help="evaluate the base model too, next to the adapters")
+    ev.add_argument("--limit", type=_positive, default=None, help="first N items of each BFCL category")
+    ev.add_argument("--simulated", type=_positive, default=None, metavar="N", help="N held-out simulated tasks")
+    ev.add_argument("--level", type=int, default=None, help="their difficulty level (default: the recipe's initial level)")
+    ev.add_argument("--max-new-tokens", type=_positive, default=256, help="per answer (default: 256)")
+    ev.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for the cache and run record (default: {DEFAULT_DB})")
+    ev.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the recipe's seed)")
+    cmp = commands.add_parser("compare", parents=[verbose], help="stored evaluation results, policy variants side by side")
+    cmp.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file with the run record (default: {DEFAULT_DB})")
+    cmp.add_argument("--run", type=int, nargs="+", default=None, metavar="ID", help="only these eval runs (default: all)")
     return parser
 
 
@@ -61,7 +79,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' bars (GGUF conversion); ours pass disable=False
 
 
-COMMANDS = ("train", "simulate")
+COMMANDS = ("train", "simulate", "eval", "compare")
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -94,8 +112,12 @@ def _run(args) -> int:
     from .recipe import load_recipe
     from .store import Store
 
+    if args.command == "compare":
+        return _compare(args)
     recipe = load_recipe(args.recipe)
     seed = recipe.seed if args.seed is None else args.seed
+    if args.command == "eval":
+        return _eval(args, recipe, seed)
     if args.command == "simulate":
         from .engine import simulate
 
@@ -114,6 +136,52 @@ def _run(args) -> int:
     summary["db"] = args.db
     print(orjson.dumps(summary).decode(), flush=True)
     return 130 if summary["status"] == "interrupted" else 0
+
+
+def _eval(args, recipe, seed: int) -> int:
+    import orjson
+
+    from . import bfcl
+    from .errors import UserError
+    from .evaluate import Plan, check_adapter, evaluate
+    from .store import Store
+
+    if not args.bfcl and not args.simulated:
+        raise UserError("eval", "nothing to evaluate: give --bfcl CATEGORY ... and/or --simulated N")
+    level = recipe.curriculum.initial_level if args.level is None else args.level
+    if not 1 <= level <= 100:
+        raise UserError("--level", f"must be between 1 and 100, got {level}")
+    categories = bfcl.check_categories(args.bfcl) if args.bfcl else []
+    adapters = [check_adapter(a) for a in args.adapter] or [recipe.policy.adapter]
+    if args.base and None not in adapters:
+        adapters.insert(0, None)
+    plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum)
+    with Store(args.db) as store:
+        result = asyncio.run(evaluate(recipe, store, adapters, plan, seed))
+        if len(adapters) > 1:
+            from .scores import compare_table
+
+            print(compare_table(store.eval_results([v["run_id"] for v in result["variants"]])), file=sys.stderr)
+    result["db"] = args.db
+    print(orjson.dumps(result).decode(), flush=True)
+    return 0
+
+
+def _compare(args) -> int:
+    from pathlib import Path
+
+    from .errors import UserError
+    from .scores import compare_table
+    from .store import Store
+
+    if not Path(args.db).is_file():
+        raise UserError(args.db, "no such database (run eval first)")
+    with Store(args.db) as store:
+        results = store.eval_results(args.run)
+    if not results:
+        raise UserError(args.db, "no evaluation results" + (f" for runs {args.run}" if args.run else "") + " (run eval first)")
+    print(compare_table(results))
+    return 0
 
 
 if __name__ == "__main__":

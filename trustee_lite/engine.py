@@ -60,14 +60,19 @@ def preflight(recipe: Recipe) -> None:
         check_reachable(recipe.simulator, f"{recipe.source}: simulator")
 
 
+def load_policy(recipe: Recipe):
+    """The policy's transformers backend, with the recipe's adapter if it names one."""
+    return build_backend("transformers", recipe.policy, f"{recipe.source}: policy", adapter=recipe.policy.adapter,
+                         lora=recipe.policy.lora, seed=recipe.seed,
+                         gradient_checkpointing=recipe.train.gradient_checkpointing)
+
+
 @contextlib.asynccontextmanager
 async def open_environment(recipe: Recipe, store: Store):
     """Load the tool pool and the models, start the generation services; close them after."""
     place = recipe.source
     pool = load_pool(recipe.tools.file, recipe.tools.categories, place)
-    policy_backend = build_backend("transformers", recipe.policy, f"{place}: policy", adapter=recipe.policy.adapter,
-                                   lora=recipe.policy.lora, seed=recipe.seed,
-                                   gradient_checkpointing=recipe.train.gradient_checkpointing)
+    policy_backend = load_policy(recipe)
     shared = _same_model(recipe)  # one copy of the weights serves both; the simulator runs adapter-off
     sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")
     try:

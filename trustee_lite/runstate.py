@@ -84,12 +84,13 @@ def prune_checkpoints(out_dir: Path, every: int, final_step: int) -> None:
 
 
 def export_adapter(checkpoint: Path, out_dir: Path) -> Path:
-    """Copy a checkpoint's adapter (PEFT layout) to out_dir/adapter, atomically."""
+    """Copy a checkpoint's adapter (PEFT layout) and its state.json (the step it is from) to
+    out_dir/adapter, atomically."""
     target = out_dir / "adapter"
     tmp = out_dir / "adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "state.json"):
         shutil.copy2(checkpoint / name, tmp / name)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -1,6 +1,7 @@
 """SQLite: the simulation cache and the run record, as plain tables any SQLite tool can read.
 
-Tables: cache, runs, tasks, trajectories, turns. Token ids, masks and log-probs are stored as
+Tables: cache, runs, tasks, trajectories, turns, steps (training), eval_results and eval_items
+(evaluation: one row per category and per item). Token ids, masks and log-probs are stored as
 little-endian int32/float32 blobs (see decode_ints / decode_floats). WAL mode; each record is
 written in one transaction, so a killed process leaves every finished record intact.
 """
@@ -57,6 +58,16 @@ CREATE TABLE IF NOT EXISTS steps (
     learning_rate REAL, clip_fraction REAL, wall_s REAL NOT NULL, policy_gen_s REAL NOT NULL,
     simulation_s REAL NOT NULL, training_s REAL NOT NULL, other_s REAL NOT NULL, checkpoint TEXT NOT NULL,
     created REAL NOT NULL, UNIQUE (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS eval_results (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), adapter TEXT, adapter_step INTEGER,
+    benchmark TEXT NOT NULL, category TEXT NOT NULL, count INTEGER NOT NULL, score REAL, errors TEXT NOT NULL,
+    created REAL NOT NULL, UNIQUE (run_id, benchmark, category)
+);
+CREATE TABLE IF NOT EXISTS eval_items (
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), category TEXT NOT NULL,
+    item_id TEXT NOT NULL, valid INTEGER NOT NULL, kind TEXT, error_type TEXT, detail TEXT, output TEXT NOT NULL,
+    UNIQUE (run_id, category, item_id)
 );
 CREATE INDEX IF NOT EXISTS turns_by_trajectory ON turns (trajectory_id);
 CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
@@ -203,6 +214,25 @@ class Store:
                   "reward": t.reward, "calls": _turn_calls(t)} for i, t in enumerate(traj.turns)),
             )
         return traj_id
+
+    # -- evaluation ------------------------------------------------------------------------
+    def add_eval_item(self, run_id: int, category: str, item_id: str, outcome, output: str) -> None:
+        with self.db.atomic():
+            self.db["eval_items"].insert({
+                "run_id": run_id, "category": category, "item_id": item_id, "valid": int(outcome.valid),
+                "kind": outcome.kind, "error_type": outcome.error_type, "detail": outcome.detail, "output": output,
+            })
+
+    def add_eval_result(self, run_id: int, record: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db["eval_results"].insert({"run_id": run_id, **record, "errors": _json(record["errors"]),
+                                            "created": time.time()})
+
+    def eval_results(self, run_ids: list[int] | None = None) -> list[dict]:
+        """Stored evaluation results, oldest first (all runs, or the given ones)."""
+        where = f"WHERE run_id IN ({', '.join('?' * len(run_ids))})" if run_ids else ""
+        rows = self.db.query(f"SELECT * FROM eval_results {where} ORDER BY id", list(run_ids or []))
+        return [{**row, "errors": orjson.loads(row["errors"])} for row in rows]
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

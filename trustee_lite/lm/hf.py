@@ -92,9 +92,13 @@ class TransformersBackend:
 
     def load_adapter(self, path: str) -> None:
         """Put a PEFT LoRA adapter (standard layout) on the model; requests then choose on or off."""
+        import warnings
+
         from peft import PeftModel
 
-        self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+        with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT's loader
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
 
     def set_mode(self, training: bool) -> None:
         """Before and after a training update: Unsloth switches between its two paths."""

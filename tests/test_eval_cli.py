@@ -1,0 +1,87 @@
+"""`eval` and `compare` from the command line: user errors, and one real run of the embedded
+policy (base and an adapter) on BFCL items and held-out simulated tasks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from trustee_lite.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([SMOKE], "eval: nothing to evaluate: give --bfcl CATEGORY ... and/or --simulated N"),
+    ([SMOKE, "--bfcl", "simple_java"], "--bfcl: unknown or unsupported BFCL category 'simple_java'"),
+    ([SMOKE, "--bfcl", "simple_python", "--adapter", "/nonexistent/adapter"], "--adapter: /nonexistent/adapter: not a PEFT adapter folder"),
+    ([SMOKE, "--simulated", "2", "--level", "0"], "--level: must be between 1 and 100, got 0"),
+    ([str(ROOT / "missing.yaml"), "--bfcl", "simple_python"], "missing.yaml: recipe file not found"),
+])
+def test_eval_user_errors_are_one_line_exit_2(args, expected, tmp_path, capsys):
+    status = main(["eval", *args, "--db", str(tmp_path / "db.sqlite")])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_compare_without_results_exit_2(tmp_path, capsys):
+    assert main(["compare", "--db", str(tmp_path / "none.sqlite")]) == 2
+    assert capsys.readouterr().err.strip().endswith("no such database (run eval first)")
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, smol_backend):
+    """A LoRA adapter with non-zero weights (so it changes the policy), saved as training saves it."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("run") / "adapter"
+    model = get_peft_model(copy.deepcopy(smol_backend.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(str(folder))
+    (folder / "state.json").write_text(json.dumps({"step": 3}))
+    return folder
+
+
+def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
+    db = tmp_path / "db.sqlite"
+    status = main(["eval", SMOKE, "--bfcl", "simple_python", "irrelevance", "--limit", "3", "--max-new-tokens", "24",
+                   "--simulated", "2", "--base", "--adapter", str(adapter), "--db", str(db)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    result = json.loads(out)
+    variants = result["variants"]
+    assert [v["adapter"] for v in variants] == [None, str(adapter.resolve())]
+    for v in variants:
+        by_category = {s["category"]: s for s in v["scores"]}
+        assert set(by_category) == {"simple_python", "irrelevance", "level 1"}
+        assert by_category["simple_python"]["count"] == 3 and by_category["level 1"]["count"] == 2
+        assert 0 <= by_category["simple_python"]["score"] <= 1
+        bfcl_errors = sum(by_category["simple_python"]["errors"].values())
+        assert bfcl_errors == round(3 * (1 - by_category["simple_python"]["score"]))
+        assert 0 <= by_category["level 1"]["abort_rate"] <= 1
+    assert variants[1]["scores"][0]["adapter_step"] == 3
+    assert "== base" in err and "bfcl category  accuracy" in err and "simulated held-out tasks, level 1" in err
+    header = [line for line in err.splitlines() if line.startswith("category")]  # the side-by-side view
+    assert len(header) == 1 and header[0].split()[1] == "base" and header[0].endswith("/adapter @3")
+
+    con = sqlite3.connect(db)
+    runs = [r[0] for r in con.execute("SELECT id FROM runs WHERE kind = 'eval' AND status = 'done' ORDER BY id")]
+    assert len(runs) == 2
+    assert con.execute("SELECT count(*) FROM eval_items").fetchone()[0] == 2 * 6
+    assert con.execute("SELECT count(*) FROM eval_results").fetchone()[0] == 2 * 3
+    tasks = [[row for row in con.execute(
+        "SELECT task_index, status, first_user_query FROM tasks WHERE run_id = ? ORDER BY task_index", [run])] for run in runs]
+    assert len(tasks[0]) == 2 and tasks[0] == tasks[1]  # held-out tasks: the same for every variant
+
+    assert main(["compare", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["category", "base"] and lines[0].endswith("/adapter @3")
+    assert [line.split()[0] for line in lines[1:]] == ["simple_python", "irrelevance", "simulated"]

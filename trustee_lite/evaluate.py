@@ -1,0 +1,185 @@
+"""`eval`: the policy (base or adapters) on BFCL categories and on held-out simulated tasks.
+
+Each policy variant (the base, or one adapter) is one run in the database (kind "eval"): every
+BFCL item is stored as it is scored, every held-out episode as a trajectory, and one
+eval_results row per category when it is complete. Generation goes through the same batching
+service as training, with the rollout's chat template and tool-call parser, greedily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bfcl, prompts
+from .chat import PolicyChat
+from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, preflight
+from .errors import UserError
+from .lm import GenerationError, GenerationService, GenRequest, Sampling
+from .progress import bar, say
+from .curriculum import knobs_at, pin_fixed
+from .recipe import CurriculumConfig, Recipe
+from .records import Trajectory
+from .scores import abort_rate, variant_table
+from .seeds import derive_seed
+from .store import Store
+
+
+
+@dataclass(frozen=True)
+class Plan:
+    categories: list[str]  # BFCL categories, checked
+    limit: int | None  # first N items of each category
+    simulated: int  # held-out simulated tasks (0: none)
+    level: int  # their difficulty level
+    max_new_tokens: int
+    curriculum: CurriculumConfig  # the recipe's (the system prompt at `level` comes from its knobs)
+
+
+def check_adapter(path: str) -> str:
+    folder = Path(path)
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError("--adapter", f"{path}: not a PEFT adapter folder (no adapter_config.json)")
+    return str(folder.resolve())
+
+
+def adapter_step(path: str | None) -> int | None:
+    """The training step an adapter is from: its state.json, or a step-NNNNNN folder name."""
+    if path is None:
+        return None
+    state = Path(path) / "state.json"
+    if state.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return int(json.loads(state.read_text(encoding="utf-8"))["step"])
+    match = re.fullmatch(r"step-(\d+)", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def label(adapter: str | None) -> str:
+    return "base" if adapter is None else adapter
+
+
+async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], plan: Plan, seed: int) -> dict:
+    """Evaluate each variant in turn; return {"variants": [...]} with every score."""
+    preflight(recipe)
+    items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
+    out = []
+    for adapter in adapters:
+        variant = _variant_recipe(recipe, adapter)
+        run_id = store.start_run("eval", recipe.name, seed, variant.model_dump(mode="json"))
+        started, status, scores = time.perf_counter(), "interrupted", []
+        common = {"adapter": adapter, "adapter_step": adapter_step(adapter)}
+        try:
+            async with _policy_side(variant, store, plan.simulated > 0) as (env, service, chat):
+                # All categories at once, so the batching service always has a full batch to run.
+                scores += await asyncio.gather(*(_bfcl_category(category, rows, service, chat, store, run_id, plan, common)
+                                                 for category, rows in items.items()))
+                if plan.simulated:
+                    scores.append(await _simulated(env, store, run_id, plan, seed, common))
+            status = "done"
+        finally:
+            summary = {"adapter": adapter, "scores": scores, "wall_s": round(time.perf_counter() - started, 2)}
+            store.finish_run(run_id, status, summary)
+        say(variant_table(label(adapter), scores))
+        out.append({"run_id": run_id, **summary})
+    return {"variants": out}
+
+
+def _variant_recipe(recipe: Recipe, adapter: str | None) -> Recipe:
+    """The recipe with this adapter on the policy, decoding greedily."""
+    policy = recipe.policy.model_copy(update={"adapter": adapter, "temperature": 0.0, "top_p": 1.0})
+    return recipe.model_copy(update={"policy": policy})
+
+
+@contextlib.asynccontextmanager
+async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
+    """(environment or None, the policy's generation service, its chat renderer)."""
+    if with_simulator:
+        async with open_environment(recipe, store) as env:
+            yield env, env.policy_service, env.policy.chat
+        return
+    backend = load_policy(recipe)
+    try:
+        async with GenerationService(backend, recipe.policy.batch_size, recipe.policy.batch_wait_ms / 1000) as service:
+            yield None, service, PolicyChat(backend.tokenizer)
+    finally:
+        backend.close()
+
+
+async def _bfcl_category(category: str, items: list[bfcl.Item], service: GenerationService, chat: PolicyChat,
+                         store: Store, run_id: int, plan: Plan, common: dict) -> dict:
+    # The system prompt the curriculum gives the policy at the evaluation level.
+    knobs = pin_fixed(knobs_at(plan.level, plan.curriculum.knobs), plan.curriculum.fixed_aspects, plan.curriculum.knobs)
+    system = prompts.policy_system_prompt(knobs.system_prompt)
+    progress = bar(len(items), f"bfcl {category}", unit="item")
+    outcomes: list[bfcl.Outcome] = []
+
+    async def one(item: bfcl.Item) -> None:
+        extra = bfcl.system_text(item)
+        ids = chat.prompt(f"{system}\n\n{extra}" if extra else system, bfcl.conversation(item), item.tools)
+        request = GenRequest(prompt_ids=tuple(ids), sampling=Sampling(max_new_tokens=plan.max_new_tokens, temperature=0.0))
+        try:
+            text = (await service.generate(request)).text
+            outcome = bfcl.score(category, item, text)
+        except GenerationError as err:
+            text, outcome = "", bfcl.Outcome(False, "policy_error", "policy_error", str(err))
+        store.add_eval_item(run_id, category, item.id, outcome, text)
+        outcomes.append(outcome)
+        progress.update(1)
+
+    try:
+        await asyncio.gather(*(one(item) for item in items))
+    finally:
+        progress.close()
+    record = {**common, "benchmark": "bfcl", "category": category, "count": len(outcomes),
+              "score": round(sum(o.valid for o in outcomes) / len(outcomes), 4) if outcomes else None,
+              "errors": dict(Counter(o.kind for o in outcomes if not o.valid))}
+    store.add_eval_result(run_id, record)
+    return record
+
+
+def heldout_seed(seed: int) -> int:
+    """Held-out tasks come from their own seed, never one a training run draws tasks from."""
+    return derive_seed(seed, "held-out")
+
+
+async def _simulated(env, store: Store, run_id: int, plan: Plan, seed: int, common: dict) -> dict:
+    """`plan.simulated` held-out tasks at `plan.level`, one greedy episode each. The tasks depend
+    only on the seed (and are cached), so every adapter of a run meets the same ones."""
+    task_seed = heldout_seed(seed)
+    progress = bar(plan.simulated, f"simulated level {plan.level}")
+    trajectories: list[Trajectory] = []
+    gate = asyncio.Semaphore(max(1, math.ceil(2 * env.recipe.policy.batch_size)))
+
+    def record(task_id, traj: Trajectory) -> None:
+        store.add_trajectory(run_id, task_id, traj)
+        trajectories.append(traj)
+        progress.update(1)
+
+    async def one(index: int) -> None:
+        async with gate:
+            task, info = await generate_task(env, index, plan.level, task_seed)
+            if task is None:
+                store.add_failed_task(run_id, index, info["category"], plan.level, info["knobs"], info["tool_names"], info["failure"])
+                record(None, aborted_without_task(index, 0, "task_generator_invalid"))
+                return
+            task_id = store.add_task(run_id, task, plan.level)
+            await play_task(env, task, 1, task_seed, lambda traj: record(task_id, traj))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(plan.simulated)))
+    finally:
+        progress.close()
+    rewards = [t.final_reward for t in trajectories if t.final_reward is not None]
+    aborts = Counter(t.abort_reason for t in trajectories if t.abort_reason is not None)
+    record_ = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
+               "score": round(sum(rewards) / len(rewards), 4) if rewards else None, "errors": dict(aborts)}
+    store.add_eval_result(run_id, record_)
+    return {**record_, "abort_rate": abort_rate(record_)}
