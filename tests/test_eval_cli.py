@@ -21,7 +21,7 @@ SMOKE = str(ROOT / "recipes" / "smoke.yaml")
     ([SMOKE, "--bfcl", "simple_java"], "--bfcl: unknown or unsupported BFCL category 'simple_java'"),
     ([SMOKE, "--bfcl", "simple_python", "--adapter", "/nonexistent/adapter"], "--adapter: /nonexistent/adapter: not a PEFT adapter folder"),
     ([SMOKE, "--simulated", "2", "--level", "0"], "--level: must be between 1 and 100, got 0"),
-    ([str(ROOT / "missing.yaml"), "--bfcl", "simple_python"], "missing.yaml: recipe file not found"),
+    ([str(ROOT / "missing.yaml"), "--bfcl", "simple_python"], f"{ROOT / 'missing.yaml'}: recipe file not found"),
 ])
 def test_eval_user_errors_are_one_line_exit_2(args, expected, tmp_path, capsys):
     status = main(["eval", *args, "--db", str(tmp_path / "db.sqlite")])
