@@ -64,7 +64,9 @@ class Learner:
                 r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
             )
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT
+                warnings.simplefilter("ignore", FutureWarning)
+                model = get_peft_model(model, config)
         if train.gradient_checkpointing and not getattr(backend, "unsloth", False):  # Unsloth has its own
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
