@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 from trustee_lite.toolcalls import format_call
 
 OMIT = object()
@@ -49,3 +51,28 @@ def answer_calls(answer, functions) -> list[tuple[str, dict]]:
 
 def answer_text(item) -> str:
     return "\n".join(format_call(name, args) for name, args in answer_calls(item.answer, item.functions))
+
+
+def ground_truth_call(text: str, functions) -> tuple[str, dict]:
+    """A multi-turn ground-truth call string, e.g. ``sort('final_report.pdf')``, as a name and
+    keyword arguments (positional ones named from the function doc's parameter order)."""
+    node = ast.parse(text, mode="eval").body
+    name = node.func.id
+    params = list(next(f for f in functions if f["name"] == name)["parameters"]["properties"])
+    args = {params[i]: ast.literal_eval(value) for i, value in enumerate(node.args)}
+    args.update({k.arg: ast.literal_eval(k.value) for k in node.keywords})
+    return name, args
+
+
+def scripted_multi_turn(item, change=None):
+    """The policy of a test: each turn, the ground truth's calls in one message (`change` may
+    corrupt them), then a plain answer once the tool results are in."""
+    async def reply(messages):
+        if messages[-1]["role"] == "tool":
+            return "Done."
+        turn = sum(m["role"] == "user" for m in messages) - 1
+        calls = [ground_truth_call(c, item.functions) for c in item.answer[turn]]
+        if change is not None:
+            calls = change(turn, calls)
+        return "\n".join(format_call(name, args) for name, args in calls) or "There is nothing to do."
+    return reply

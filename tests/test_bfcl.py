@@ -3,10 +3,11 @@ policy writes tool calls, go through the rollout's parser and BFCL's checker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
-from bfcl_answers import answer_calls, answer_text
+from bfcl_answers import answer_calls, answer_text, ground_truth_call, scripted_multi_turn
 
 from trustee_lite import bfcl
 from trustee_lite.errors import UserError
@@ -123,3 +124,71 @@ def test_categories_are_checked():
     assert bfcl.check_categories(["all"]) == list(bfcl.CATEGORIES)
     with pytest.raises(UserError, match="--bfcl: unknown or unsupported BFCL category 'simple_java'"):
         bfcl.check_categories(["simple_java"])
+
+
+def play(item, reply, **kw):
+    return asyncio.run(bfcl.play_multi_turn(item, reply, **kw))
+
+
+@pytest.mark.parametrize("category", bfcl.MULTI_TURN_CATEGORIES)
+def test_multi_turn_ground_truth_scores_100_percent(category):
+    """Every question: the ground truth's calls, as the policy writes them, executed on BFCL's
+    own API classes in-process, pass BFCL's multi-turn checker."""
+    items = bfcl.load(category)
+    assert len(items) == 200
+    failed = {}
+    for item in items:
+        decoded, texts = play(item, scripted_multi_turn(item))
+        assert len(decoded) == len(item.turns) and len(texts) == sum(2 if calls else 1 for calls in item.answer)
+        outcome = bfcl.score_multi_turn(item, decoded)
+        if not outcome.valid:
+            failed[item.id] = (outcome.error_type, outcome.detail)
+    assert failed == {}
+
+
+def test_multi_turn_corrupted_calls_fail():
+    items = bfcl.load("multi_turn_base", 40)
+
+    def renamed(turn, calls):
+        return [(calls[0][0] + "_v2", calls[0][1]), *calls[1:]] if turn == 0 else calls
+
+    def required(item, name):
+        return next(f for f in item.functions if f["name"] == name)["parameters"].get("required", [])
+
+    def missing_argument(turn, calls):
+        name, args = calls[0]
+        return [(name, {k: v for k, v in args.items() if k != required(item, name)[0]}), *calls[1:]] if turn == 0 else calls
+
+    for change in (renamed, missing_argument):
+        scored = 0
+        for item in items:
+            if change is missing_argument and not required(item, ground_truth_call(item.answer[0][0], item.functions)[0]):
+                continue  # the first call has no required argument to drop
+            outcome = bfcl.score_multi_turn(item, play(item, scripted_multi_turn(item, change))[0])
+            assert not outcome.valid and outcome.kind == "wrong_outcome", (change.__name__, item.id, outcome)
+            assert outcome.error_type in ("multi_turn:instance_state_mismatch", "multi_turn:execution_response_mismatch")
+            scored += 1
+        assert scored >= 20
+
+
+def test_multi_turn_without_calls_and_past_the_step_limit():
+    item = bfcl.load("multi_turn_base", 1)[0]
+
+    async def silent(messages):
+        return "I would rather not."
+
+    async def restless(messages):
+        return format_call("pwd", {})
+
+    outcome = bfcl.score_multi_turn(item, play(item, silent)[0])
+    assert outcome.kind == "no_call" and outcome.error_type == "multi_turn:empty_turn_model_response"
+    decoded, texts = play(item, restless, step_limit=3)
+    assert len(decoded) == 1 and len(texts) == 3  # stopped in the first turn
+    assert bfcl.score_multi_turn(item, decoded).kind == "step_limit"
+
+
+def test_call_text_is_python():
+    from trustee_lite.toolcalls import ToolCall
+
+    call = ToolCall("mv", {"source": "it's.pdf", "n": 2, "flags": [True, None]})
+    assert bfcl.call_text(call) == "mv(source=\"it's.pdf\", n=2, flags=[True, None])"

@@ -20,9 +20,9 @@ def test_variant_table_counts_errors_by_kind():
                                           "errors": {"irrelevance_miss": 1, "policy_error": 1}}, SIM])
     lines = table.splitlines()
     assert lines[0] == "== base"
-    assert lines[1].split() == ["bfcl", "category", "accuracy", "count", "parse", "wrong", "fn", "wrong", "args", "irrel.", "miss", "other"]
-    assert lines[2].split() == ["simple_python", "0.150", "20", "12", "1", "4", "0", "0"]
-    assert lines[3].split() == ["irrelevance", "0.500", "4", "0", "0", "0", "1", "1"]
+    assert lines[1].split() == ["bfcl", "category", "accuracy", "count", "parse", "wrong", "fn", "wrong", "args", "irrel.", "miss", "wrong", "outcome", "other"]
+    assert lines[2].split() == ["simple_python", "0.150", "20", "12", "1", "4", "0", "0", "0"]
+    assert lines[3].split() == ["irrelevance", "0.500", "4", "0", "0", "0", "1", "0", "1"]
     assert lines[4] == ("simulated held-out tasks, level 3: mean verifier reward -0.250 over 8 tasks, "
                         "abort rate 0.125 (simulator_invalid_output 1)")
 

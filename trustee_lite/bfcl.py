@@ -16,6 +16,7 @@ the checker: the policy gets function names exactly as BFCL writes them, dots in
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import types
@@ -25,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from .errors import UserError
-from .toolcalls import parse_turn
+from .toolcalls import ToolCall, parse_turn
 
 INSTALL = "pip install --no-deps bfcl-eval==2026.3.23"
 CHECKER_MODEL = "trustee-lite"  # the name the checker is told (no "_": it reads those as "/")
@@ -34,10 +35,13 @@ CHECKER_MODEL = "trustee-lite"  # the name the checker is told (no "_": it reads
 AST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
                   "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
 RELEVANCE_CATEGORIES = ("irrelevance", "live_irrelevance", "live_relevance")
-CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
+# Played against BFCL's executable API classes, in-process, and scored by its multi-turn checker.
+MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_param", "multi_turn_long_context")
+CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES + MULTI_TURN_CATEGORIES
 
 # Error kinds in the tables; the checker's own error_type is kept with every item.
-KINDS = ("parse_failure", "wrong_function", "wrong_arguments", "irrelevance_miss", "no_call", "policy_error")
+KINDS = ("parse_failure", "wrong_function", "wrong_arguments", "irrelevance_miss", "no_call", "wrong_outcome",
+         "step_limit", "policy_error")
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,20 @@ def check_categories(names: list[str], place: str = "--bfcl") -> list[str]:
     return chosen
 
 
-def load(category: str, limit: int | None = None) -> list[Item]:
+@dataclass(frozen=True)
+class MultiTurnItem:
+    id: str
+    turns: tuple[tuple[dict[str, str], ...], ...]  # the user's messages, turn by turn
+    functions: tuple[dict, ...]  # the docs of every method of the involved classes
+    answer: tuple[tuple[str, ...], ...]  # ground-truth calls per turn, as Python call strings
+    entry: dict  # what the checker reads: id, initial_config, involved_classes
+
+    @property
+    def tools(self) -> list[dict]:
+        return [to_tool(f) for f in self.functions]
+
+
+def load(category: str, limit: int | None = None) -> list[Item] | list[MultiTurnItem]:
     """The first `limit` questions of a category (all if None), with their possible answers."""
     _bfcl()
     from bfcl_eval.constants.eval_config import POSSIBLE_ANSWER_PATH, PROMPT_PATH
@@ -104,8 +121,10 @@ def load(category: str, limit: int | None = None) -> list[Item]:
     file = f"BFCL_v4_{category}.json"
     questions = _read_lines(PROMPT_PATH / file, limit)
     answers = None
-    if category in AST_CATEGORIES:
+    if category not in RELEVANCE_CATEGORIES:
         answers = {a["id"]: a["ground_truth"] for a in _read_lines(POSSIBLE_ANSWER_PATH / file, None)}
+    if category in MULTI_TURN_CATEGORIES:
+        return [_multi_turn_item(q, answers[q["id"]]) for q in questions]
     items = []
     for q in questions:
         turns = q["question"]
@@ -114,6 +133,18 @@ def load(category: str, limit: int | None = None) -> list[Item]:
         answer = None if answers is None else tuple(answers[q["id"]])
         items.append(Item(q["id"], tuple(turns[0]), tuple(q["function"]), answer))
     return items
+
+
+def _multi_turn_item(q: dict, answer: list[list[str]]) -> MultiTurnItem:
+    from bfcl_eval.constants.eval_config import MULTI_TURN_FUNC_DOC_PATH
+    from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
+
+    functions = []
+    for name in q["involved_classes"]:
+        functions += _read_lines(MULTI_TURN_FUNC_DOC_PATH / MULTI_TURN_FUNC_DOC_FILE_MAPPING[name], None)
+    entry = {"id": q["id"], "initial_config": q["initial_config"], "involved_classes": q["involved_classes"]}
+    return MultiTurnItem(q["id"], tuple(tuple(turn) for turn in q["question"]), tuple(functions),
+                         tuple(tuple(calls) for calls in answer), entry)
 
 
 def _read_lines(path, limit: int | None) -> list[dict]:
@@ -187,3 +218,65 @@ def score(category: str, item: Item, text: str) -> Outcome:
 
 def _names(calls) -> str:
     return "called " + ", ".join(c.name for c in calls)
+
+
+# -- multi-turn: BFCL's API classes driven in-process ------------------------------------------
+_sessions = itertools.count(1)
+
+
+def call_text(call: ToolCall) -> str:
+    """A parsed call as the Python call string BFCL executes: ``cd(folder='document')``."""
+    return f"{call.name}(" + ", ".join(f"{key}={value!r}" for key, value in call.arguments.items()) + ")"
+
+
+async def play_multi_turn(item: MultiTurnItem, reply, step_limit: int | None = None) -> tuple[list, list[str]]:
+    """Play one multi-turn question. `reply(messages)` is the policy (a coroutine returning its
+    text). Each user turn runs until the policy answers without a tool call, or for at most
+    BFCL's step limit; every call runs on this item's own instances of BFCL's API classes.
+    Returns the calls per turn and step (as the checker takes them) and the policy's texts."""
+    _bfcl()
+    from bfcl_eval.constants.default_prompts import MAXIMUM_STEP_LIMIT
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+
+    limit = MAXIMUM_STEP_LIMIT if step_limit is None else step_limit
+    session = f"{CHECKER_MODEL}-{next(_sessions)}"  # BFCL keeps instances per name and item: a fresh name
+    messages: list[dict] = []
+    decoded: list[list[list[str]]] = []
+    texts: list[str] = []
+    for turn in item.turns:
+        messages += [{"role": m["role"], "content": m["content"]} for m in turn]
+        steps: list[list[str]] = []
+        for _ in range(limit):
+            text = await reply(messages)
+            texts.append(text)
+            messages.append({"role": "assistant", "content": text})
+            calls = [c for c in parse_turn(text).calls if not c.malformed]
+            if not calls:
+                break
+            strings = [call_text(c) for c in calls]
+            results, _ = execute_multi_turn_func_call(strings, item.entry["initial_config"], item.entry["involved_classes"],
+                                                      session, item.id, long_context="long_context" in item.id)
+            steps.append(strings)
+            messages += [{"role": "tool", "name": c.name, "content": r} for c, r in zip(calls, results)]
+        else:
+            decoded.append(steps)
+            return decoded, texts  # forced to stop, as BFCL's runner does: fewer turns than asked
+        decoded.append(steps)
+    return decoded, texts
+
+
+def score_multi_turn(item: MultiTurnItem, decoded: list) -> Outcome:
+    """BFCL's multi-turn checker: after every turn, the API instances' state and the calls'
+    results must match those of the ground truth."""
+    _bfcl()
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+
+    if len(decoded) != len(item.answer):
+        return Outcome(False, "step_limit", "multi_turn:force_terminated",
+                       f"stopped after {len(decoded)} of {len(item.answer)} turns (step limit)")
+    session = f"{CHECKER_MODEL}-{next(_sessions)}"
+    result = multi_turn_checker(decoded, [list(a) for a in item.answer], dict(item.entry), item.id.rsplit("_", 1)[0], session)
+    if result["valid"]:
+        return Outcome(True, None, None)
+    kind = "no_call" if result["error_type"] == "multi_turn:empty_turn_model_response" else "wrong_outcome"
+    return Outcome(False, kind, result["error_type"], str(result.get("error_message", "")))

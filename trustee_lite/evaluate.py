@@ -113,7 +113,7 @@ async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
         backend.close()
 
 
-async def _bfcl_category(category: str, items: list[bfcl.Item], service: GenerationService, chat: PolicyChat,
+async def _bfcl_category(category: str, items: list, service: GenerationService, chat: PolicyChat,
                          store: Store, run_id: int, plan: Plan, common: dict) -> dict:
     # The system prompt the curriculum gives the policy at the evaluation level.
     knobs = pin_fixed(knobs_at(plan.level, plan.curriculum.knobs), plan.curriculum.fixed_aspects, plan.curriculum.knobs)
@@ -121,13 +121,29 @@ async def _bfcl_category(category: str, items: list[bfcl.Item], service: Generat
     progress = bar(len(items), f"bfcl {category}", unit="item")
     outcomes: list[bfcl.Outcome] = []
 
-    async def one(item: bfcl.Item) -> None:
-        extra = bfcl.system_text(item)
-        ids = chat.prompt(f"{system}\n\n{extra}" if extra else system, bfcl.conversation(item), item.tools)
+    async def generate(system_prompt: str, messages: list[dict], tools: list[dict]) -> str:
+        ids = chat.prompt(system_prompt, messages, tools)
         request = GenRequest(prompt_ids=tuple(ids), sampling=Sampling(max_new_tokens=plan.max_new_tokens, temperature=0.0))
+        return (await service.generate(request)).text
+
+    async def single_turn(item: bfcl.Item) -> tuple[str, bfcl.Outcome]:
+        extra = bfcl.system_text(item)
+        text = await generate(f"{system}\n\n{extra}" if extra else system, bfcl.conversation(item), item.tools)
+        return text, bfcl.score(category, item, text)
+
+    async def multi_turn(item: bfcl.MultiTurnItem) -> tuple[str, bfcl.Outcome]:
+        tools = item.tools
+
+        async def reply(messages: list[dict]) -> str:
+            rendered = [chat.tool_message(m["name"], m["content"]) if m["role"] == "tool" else m for m in messages]
+            return await generate(system, rendered, tools)
+
+        decoded, texts = await bfcl.play_multi_turn(item, reply)
+        return json.dumps(texts, ensure_ascii=False), bfcl.score_multi_turn(item, decoded)
+
+    async def one(item) -> None:
         try:
-            text = (await service.generate(request)).text
-            outcome = bfcl.score(category, item, text)
+            text, outcome = await (multi_turn(item) if category in bfcl.MULTI_TURN_CATEGORIES else single_turn(item))
         except GenerationError as err:
             text, outcome = "", bfcl.Outcome(False, "policy_error", "policy_error", str(err))
         store.add_eval_item(run_id, category, item.id, outcome, text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 KIND_COLUMNS = (("parse_failure", "parse"), ("wrong_function", "wrong fn"), ("wrong_arguments", "wrong args"),
-                ("irrelevance_miss", "irrel. miss"))
+                ("irrelevance_miss", "irrel. miss"), ("wrong_outcome", "wrong outcome"))
 
 
 def _grid(rows: list[list[str]]) -> str:
