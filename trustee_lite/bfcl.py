@@ -3,7 +3,9 @@
 What is ours: turning BFCL function docs into the policy's tool schemas, and turning a policy
 turn (parsed by the rollout's own parser) into the ``[{name: arguments}]`` list BFCL's AST
 checker takes. The verdict is ``bfcl_eval``'s ``ast_checker``, imported, not re-implemented;
-the relevance rule (a call made or not) is the one its runner applies.
+the relevance rule (a call made or not) is the one its runner applies. Multi-turn categories:
+the conversation loop is ours (``play_multi_turn``); the API classes, the execution of calls
+and the verdict (``multi_turn_checker``) are BFCL's.
 
 ``bfcl-eval`` pins numpy and pulls a dozen vendor SDKs (and, through sentence-transformers, the
 CUDA build of torch), so it is installed with ``--no-deps``: the checker itself needs only the
