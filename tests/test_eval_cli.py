@@ -84,3 +84,16 @@ def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["category", "base"] and lines[0].endswith("/adapter @3")
     assert [line.split()[0] for line in lines[1:]] == ["simple_python", "irrelevance", "simulated"]
+
+
+def test_missing_bfcl_eval_says_how_to_install(tmp_path):
+    """Without the bfcl-eval package: one line with the install command, before any model loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['bfcl_eval'] = None\n"  # makes `import bfcl_eval` fail
+            "from trustee_lite.__main__ import main\n"
+            f"sys.exit(main(['eval', {SMOKE!r}, '--bfcl', 'simple_python', '--db', {str(tmp_path / 'db.sqlite')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "--bfcl: needs the bfcl-eval package (pip install --no-deps bfcl-eval==2026.3.23)\n"
