@@ -95,7 +95,8 @@ def test_simulate_through_the_server(server, tmp_path, capsys):
 
 def test_server_lost_mid_run_and_back(tmp_path):
     srv = Server(free_port()).start()
-    recipe = recipe_file(tmp_path, srv.url, net_retries=1, backoff_s=0.2, timeout_s=20, max_consecutive_failures=1000)
+    # A long timeout: on 2 busy cores queued requests wait long; only the stopped server should fail them.
+    recipe = recipe_file(tmp_path, srv.url, net_retries=1, backoff_s=0.2, timeout_s=300, max_consecutive_failures=1000)
     db = tmp_path / "db.sqlite"
     run = subprocess.Popen([sys.executable, "-m", "trustee_lite", "-v", "simulate", str(recipe), "--episodes", "8",
                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -122,7 +123,7 @@ def test_server_lost_mid_run_and_back(tmp_path):
 def _wait_for_rows(db: Path, query: str, at_least: int, run: subprocess.Popen, limit_s: float = 600) -> None:
     deadline = time.time() + limit_s
     while time.time() < deadline:
-        assert run.poll() is None, run.stderr.read()[-3000:]
+        ended = run.poll() is not None  # read before the query: rows written just before the exit count
         if db.exists():
             try:
                 with sqlite3.connect(db, timeout=5) as con:
@@ -130,6 +131,7 @@ def _wait_for_rows(db: Path, query: str, at_least: int, run: subprocess.Popen, l
                         return
             except sqlite3.OperationalError:
                 pass  # the table is not there yet
+        assert not ended, f"the run ended before: {query}\n" + run.stderr.read()[-3000:]
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for: {query}")
 
