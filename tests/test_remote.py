@@ -145,6 +145,18 @@ def test_server_absent_is_one_line_naming_the_url(tmp_path, capsys):
     assert err.startswith("remote.yaml: simulator.base_url: cannot reach the simulator server at " + url), err
 
 
+def test_policy_only_runs_do_not_need_the_server(tmp_path):
+    """BFCL evaluation uses the policy alone: an absent simulator server is not an error there."""
+    from trustee_lite.engine import preflight
+    from trustee_lite.errors import UserError
+    from trustee_lite.recipe import load_recipe
+
+    recipe = load_recipe(recipe_file(tmp_path, f"http://127.0.0.1:{free_port()}/v1"))
+    preflight(recipe, simulator=False)
+    with pytest.raises(UserError, match="cannot reach the simulator server"):
+        preflight(recipe)
+
+
 def test_what_is_retried():
     import openai
 

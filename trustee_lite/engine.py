@@ -48,13 +48,14 @@ def _same_model(recipe: Recipe) -> bool:
         s.model, s.gguf_file, s.device, s.dtype, s.load_in_4bit)
 
 
-def preflight(recipe: Recipe) -> None:
-    """Refuse what this machine cannot run before anything is loaded or recorded."""
-    for name in ("policy", "simulator"):
+def preflight(recipe: Recipe, simulator: bool = True) -> None:
+    """Refuse what this machine cannot run before anything is loaded or recorded (the
+    simulator too unless `simulator` is False: a run that only needs the policy)."""
+    for name in ("policy", "simulator") if simulator else ("policy",):
         cfg = getattr(recipe, name)
         if cfg.backend == "transformers" and cfg.load_in_4bit:
             require_cuda(f"{recipe.source}: {name}")
-    if recipe.simulator.backend == "openai":
+    if simulator and recipe.simulator.backend == "openai":
         from .lm.remote import check_reachable
 
         check_reachable(recipe.simulator, f"{recipe.source}: simulator")

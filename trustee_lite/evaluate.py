@@ -68,7 +68,7 @@ def label(adapter: str | None) -> str:
 
 async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], plan: Plan, seed: int) -> dict:
     """Evaluate each variant in turn; return {"variants": [...]} with every score."""
-    preflight(recipe)
+    preflight(recipe, simulator=plan.simulated > 0)  # BFCL alone needs no simulator
     items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
     out = []
     for adapter in adapters:
