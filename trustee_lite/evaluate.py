@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import re
 import time
 from collections import Counter
@@ -20,17 +19,17 @@ from pathlib import Path
 
 from . import bfcl, prompts
 from .chat import PolicyChat
+from .curriculum import knobs_at, pin_fixed
 from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, preflight
 from .errors import UserError
 from .lm import GenerationError, GenerationService, GenRequest, Sampling
+from .metrics import abort_reasons, mean
 from .progress import bar, say
-from .curriculum import knobs_at, pin_fixed
 from .recipe import CurriculumConfig, Recipe
 from .records import Trajectory
 from .scores import abort_rate, variant_table
 from .seeds import derive_seed
 from .store import Store
-
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,11 @@ class Plan:
     level: int  # their difficulty level
     max_new_tokens: int
     curriculum: CurriculumConfig  # the recipe's (the system prompt at `level` comes from its knobs)
+
+    def system_prompt(self) -> str:
+        """The system prompt the curriculum gives the policy at the evaluation level."""
+        c = self.curriculum
+        return prompts.policy_system_prompt(pin_fixed(knobs_at(self.level, c.knobs), c.fixed_aspects, c.knobs).system_prompt)
 
 
 def check_adapter(path: str) -> str:
@@ -70,6 +74,7 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
     """Evaluate each variant in turn; return {"variants": [...]} with every score."""
     preflight(recipe, simulator=plan.simulated > 0)  # BFCL alone needs no simulator
     items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
+    system = plan.system_prompt()
     out = []
     for adapter in adapters:
         variant = _variant_recipe(recipe, adapter)
@@ -79,7 +84,7 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
         try:
             async with _policy_side(variant, store, plan.simulated > 0) as (env, service, chat):
                 # All categories at once, so the batching service always has a full batch to run.
-                scores += await asyncio.gather(*(_bfcl_category(category, rows, service, chat, store, run_id, plan, common)
+                scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run_id, plan, common)
                                                  for category, rows in items.items()))
                 if plan.simulated:
                     scores.append(await _simulated(env, store, run_id, plan, seed, common))
@@ -113,11 +118,8 @@ async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
         backend.close()
 
 
-async def _bfcl_category(category: str, items: list, service: GenerationService, chat: PolicyChat,
+async def _bfcl_category(category: str, items: list, system: str, service: GenerationService, chat: PolicyChat,
                          store: Store, run_id: int, plan: Plan, common: dict) -> dict:
-    # The system prompt the curriculum gives the policy at the evaluation level.
-    knobs = pin_fixed(knobs_at(plan.level, plan.curriculum.knobs), plan.curriculum.fixed_aspects, plan.curriculum.knobs)
-    system = prompts.policy_system_prompt(knobs.system_prompt)
     progress = bar(len(items), f"bfcl {category}", unit="item")
     outcomes: list[bfcl.Outcome] = []
 
@@ -172,7 +174,7 @@ async def _simulated(env, store: Store, run_id: int, plan: Plan, seed: int, comm
     task_seed = heldout_seed(seed)
     progress = bar(plan.simulated, f"simulated level {plan.level}")
     trajectories: list[Trajectory] = []
-    gate = asyncio.Semaphore(max(1, math.ceil(2 * env.recipe.policy.batch_size)))
+    gate = asyncio.Semaphore(2 * env.recipe.policy.batch_size)
 
     def record(task_id, traj: Trajectory) -> None:
         store.add_trajectory(run_id, task_id, traj)
@@ -193,9 +195,7 @@ async def _simulated(env, store: Store, run_id: int, plan: Plan, seed: int, comm
         await asyncio.gather(*(one(i) for i in range(plan.simulated)))
     finally:
         progress.close()
-    rewards = [t.final_reward for t in trajectories if t.final_reward is not None]
-    aborts = Counter(t.abort_reason for t in trajectories if t.abort_reason is not None)
-    record_ = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
-               "score": round(sum(rewards) / len(rewards), 4) if rewards else None, "errors": dict(aborts)}
-    store.add_eval_result(run_id, record_)
-    return {**record_, "abort_rate": abort_rate(record_)}
+    result = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
+              "score": mean(t.final_reward for t in trajectories if not t.aborted), "errors": abort_reasons(trajectories)}
+    store.add_eval_result(run_id, result)
+    return {**result, "abort_rate": abort_rate(result)}
