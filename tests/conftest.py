@@ -36,3 +36,20 @@ def llama_backend():
     backend = build_backend("llama_cpp", SimulatorConfig(n_ctx=2048), "simulator")
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory, smol_tokenizer):
+    """Local folders of tiny Qwen3, Qwen2 and Llama models with their families' templates
+    (tests/model_families.py), built once per test session."""
+    from model_families import FAMILIES, build_family
+
+    root = tmp_path_factory.mktemp("families")
+    return {name: build_family(name, smol_tokenizer, root / name) for name in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def family_tokenizers(family_dirs):
+    from transformers import AutoTokenizer
+
+    return {name: AutoTokenizer.from_pretrained(folder) for name, folder in family_dirs.items()}

@@ -46,7 +46,7 @@ class ScriptedBackend:
             return GenerationError(str(text))
         if request.prompt_ids is None or self.tokenizer is None:
             return Completion(text=text, num_tokens=max(1, len(text) // 4), prompt_tokens=0, finish_reason="stop")
-        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        eos = self.tokenizer.eos_token_id
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: request.sampling.max_new_tokens]
         stopped = len(ids) < request.sampling.max_new_tokens
         ids = ids + [eos] if stopped else ids

@@ -20,8 +20,10 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</
 LIMITS = dict(max_new_tokens=64, max_response_tokens=512, max_result_chars=512, max_history_chars=4000)
 
 
-def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knobs_level=100, **limits):
-    """Run one episode; policy_turns is a list of texts, sim_answers maps role -> list of JSON texts."""
+def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knobs_level=100, chat=None,
+            sim_cfg=None, prompts=None, **limits):
+    """Run one episode; policy_turns is a list of texts, sim_answers maps role -> list of JSON texts.
+    `prompts`, a list, receives every simulator request's prompt text."""
     turns = list(policy_turns)
     answers = {role: list(texts) for role, texts in sim_answers.items()}
     asked = []
@@ -29,6 +31,8 @@ def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knob
     def sim(request):
         role = role_of(request)
         asked.append(role)
+        if prompts is not None:
+            prompts.append(request.messages[-1]["content"])
         queue = answers.get(role)
         return queue.pop(0) if queue else RuntimeError(f"no scripted answer for {role}")
 
@@ -42,8 +46,8 @@ def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knob
     async def main():
         async with GenerationService(policy_backend) as ps, GenerationService(sim_backend) as ss:
             with Store(tmp_path / "r.sqlite") as store:
-                client = SimulatorClient(ss, store, SimulatorConfig(retries=0))
-                policy = Policy(ps, PolicyChat(tokenizer), 1.0, 1.0)
+                client = SimulatorClient(ss, store, sim_cfg or SimulatorConfig(retries=0))
+                policy = Policy(ps, chat or PolicyChat(tokenizer), 1.0, 1.0)
                 return await run_episode(task, 0, policy, client, lim, run_seed=0)
 
     return asyncio.run(main()), asked

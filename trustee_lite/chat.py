@@ -1,10 +1,17 @@
 """The policy's conversation as exact token ids, rendered with the policy's own chat template.
 
-The first prompt is rendered whole. After each policy turn, only the *continuation* is rendered
-and tokenized (the template's end of the assistant turn, the new tool/user messages, the next
-assistant header), so the policy's generated tokens are kept exactly as sampled and every
-other token is marked as not the policy's. Templates that know ``tools=`` get the schemas that
-way; others get a Hermes-style tool block in the system prompt.
+The first prompt is rendered whole. After each policy turn the sampled tokens stay in the
+context exactly as sampled, and only the new messages are rendered and appended at the token
+level after them (the template's end of the assistant turn, the tool/user messages, the next
+assistant header), as the reference implementation's agent loop does. So the tokens trained are
+the tokens sampled, in the context they were sampled in. Templates that re-render earlier turns
+differently (Qwen3 drops the think block of every assistant turn before the last user query)
+therefore see their earlier turns as the policy wrote them, think blocks included, where a fresh
+rendering of the whole conversation would not: the context is the one the policy really had.
+
+Templates whose native tool format is Hermes-style (``<tool_call>`` in the template: Qwen2.5,
+Qwen3, Hermes) get the schemas through ``tools=``; every other template (SmolLM2, Llama 3,
+...) gets a Hermes-style tool block in the system prompt, so one parser reads every policy.
 """
 
 from __future__ import annotations
@@ -13,13 +20,20 @@ import json
 from typing import Any
 
 from .env.role import tools_json
-from .toolcalls import format_call
+from .toolcalls import OPEN, format_call
 
 _MARK = "\u2063TRUSTEE\u2063"  # placeholder assistant content, never in real text
 
 
+class TemplateError(ValueError):
+    """The chat template cannot render a conversation this way; the episode aborts with
+    `template_error` (never the run)."""
+
+    reason = "template_error"
+
+
 def hermes_tool_block(tools) -> str:
-    """Tool instructions for templates without native tool support (Hermes-style tags)."""
+    """Tool instructions for templates without native Hermes-style tool support."""
     example = format_call(*example_call(tools[0])) if tools else format_call("tool_name", {"argument": "value"})
     return (
         "# Tools\n\nYou can call these functions. Each line inside <tools></tools> is one "
@@ -45,22 +59,25 @@ def example_call(tool: dict) -> tuple[str, dict]:
     return function["name"], args
 
 
+def template_kwargs(template: str, thinking: bool | None) -> dict[str, Any]:
+    """``enable_thinking`` for templates that know it, when the recipe chooses (None: the
+    template's own default)."""
+    return {"enable_thinking": thinking} if thinking is not None and "enable_thinking" in template else {}
+
+
 class PolicyChat:
     """Renders the policy side of an episode with the tokenizer's chat template."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, thinking: bool | None = None):
         self.tokenizer = tokenizer
         template = tokenizer.chat_template or ""
-        if not template:
-            raise ValueError("the policy tokenizer has no chat template")
-        self.native_tools = "tools" in template
+        if not isinstance(template, str) or not template:
+            raise TemplateError("the policy tokenizer has no chat template")
+        self.kwargs = template_kwargs(template, thinking)
+        self.native_tools = "tools" in template and OPEN in template
         self.tool_role = "tool" if self._renders([{"role": "tool", "content": "x"}]) else "user"
         self.system_role = self._renders_system()
-        base = [{"role": "user", "content": "."}, {"role": "assistant", "content": _MARK}]
-        self._base_text = self._render(base, add_generation_prompt=False)
-        # What the template writes after an assistant message's content (e.g. "<|im_end|>\n").
-        self._closer = self._base_text[self._base_text.rindex(_MARK) + len(_MARK):]
-        self._base = base
+        self._base = [{"role": "user", "content": "."}, {"role": "assistant", "content": _MARK}]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -78,15 +95,24 @@ class PolicyChat:
         else:
             first = messages[0]
             messages = [{**first, "content": f"{system}\n\n{first['content']}"}, *messages[1:]]
-        return self.encode(self._render(messages, add_generation_prompt=True, tools=tools))
+        try:
+            text = self._render(messages, add_generation_prompt=True, tools=tools)
+        except Exception as err:  # jinja2 TemplateError or the template's raise_exception()
+            raise TemplateError(f"the chat template cannot render the first prompt: {err}") from None
+        return self.encode(text)
 
     def continuation(self, messages: list[dict[str, str]], last_token: int | None) -> list[int]:
         """Token ids that follow a policy turn: its closing, the new messages, the next header.
-        If the turn's last token (``last_token``) already is the closing's first, it is not repeated."""
-        full = self._render(self._base + messages, add_generation_prompt=True)
-        if not full.startswith(self._base_text):
-            raise ValueError("the chat template does not render conversations incrementally")
-        ids = self.encode(self._closer + full[len(self._base_text):])
+        Rendered after a placeholder assistant turn and cut at its end, so nothing depends on
+        how the template would re-render earlier turns. If the turn's last token
+        (``last_token``) already is the closing's first, it is not repeated."""
+        try:
+            full = self._render(self._base + list(messages), add_generation_prompt=True)
+        except Exception as err:  # jinja2 TemplateError or the template's raise_exception()
+            raise TemplateError(f"the chat template cannot render {[m['role'] for m in messages]}: {err}") from None
+        if full.count(_MARK) != 1:
+            raise TemplateError("the chat template does not render assistant messages as written")
+        ids = self.encode(full[full.index(_MARK) + len(_MARK):])
         if ids and ids[0] == last_token:
             ids = ids[1:]
         return ids
@@ -104,7 +130,7 @@ class PolicyChat:
     def _render(self, messages, add_generation_prompt: bool, tools: Any = None) -> str:
         kwargs = {"tools": list(tools)} if (tools is not None and self.native_tools) else {}
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs, **self.kwargs
         )
 
     def _renders(self, extra) -> bool:
@@ -120,3 +146,27 @@ class PolicyChat:
             return True
         except Exception:
             return False
+
+
+class TokenTrace:
+    """The growing token sequence of a conversation as the policy saw it: the first prompt, each
+    turn's sampled tokens (mask 1, with their log-probs), and the rendered continuations (mask 0)."""
+
+    def __init__(self, chat: PolicyChat, prompt: list[int]):
+        self.chat = chat
+        self.ids, self.mask, self.logprobs = list(prompt), [0] * len(prompt), [0.0] * len(prompt)
+        self._last: int | None = None
+
+    def add_policy(self, token_ids, logprobs=None) -> None:
+        token_ids = list(token_ids)
+        self.ids += token_ids
+        self.mask += [1] * len(token_ids)
+        self.logprobs += list(logprobs) if logprobs else [0.0] * len(token_ids)
+        self._last = token_ids[-1] if token_ids else None
+
+    def add_messages(self, messages: list[dict[str, str]]) -> None:
+        """The messages after the last policy turn, up to the next assistant header."""
+        ids = self.chat.continuation(messages, last_token=self._last)
+        self.ids += ids
+        self.mask += [0] * len(ids)
+        self.logprobs += [0.0] * len(ids)

@@ -45,6 +45,8 @@ class ModelConfig(Section):
     batch_size: PositiveInt = 16  # the batching service's largest batch (transformers)
     batch_wait_ms: NonNegFloat = 20.0  # how long a batch waits to fill
     load_in_4bit: bool = False  # transformers on CUDA: NF4 weights via bitsandbytes (QLoRA)
+    # enable_thinking for chat templates that know it (Qwen3); null: the template's own default
+    thinking: bool | None = None
 
 
 class LoraConfig(Section):
@@ -77,6 +79,12 @@ class SimulatorConfig(ModelConfig):
     # CPU, but an answer then depends on the call before it, not only on its prompt and seed.
     reuse_prefix: bool = False
     max_history_chars: PositiveInt = 6000  # longest conversation text shown to a simulator role
+    # Remove the policy's think blocks from what the roles see (the reference's strip_thinking;
+    # it runs with it off). The trained tokens keep them either way.
+    strip_thinking: bool = True
+    # Enforce each role's JSON schema during decoding: llama.cpp grammars, xgrammar on
+    # transformers (after the think block when thinking is on), response_format on a server.
+    json_constraint: bool = True
     # openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, Ollama); `model` is
     # the name the server knows the model by.
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
@@ -266,6 +274,9 @@ def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
             raise UserError(f"{place}: {name}.gguf_file", "cannot be set when model is 'embedded'")
         if name == "simulator" and cfg.backend == "openai" and not cfg.base_url:
             raise UserError(f"{place}: simulator.base_url", "is required when backend is openai")
+        if name == "simulator" and cfg.backend == "llama_cpp" and cfg.thinking:
+            raise UserError(f"{place}: simulator.thinking", "llama_cpp enforces the JSON schema from the first token, "
+                            "so a simulator cannot think there; use backend transformers or openai, or thinking: false")
         if cfg.load_in_4bit and cfg.backend != "transformers":
             raise UserError(f"{place}: {name}.load_in_4bit", f"applies to the transformers backend, not {cfg.backend}")
         if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):

@@ -13,12 +13,12 @@ import asyncio
 from dataclasses import dataclass
 
 from . import prompts
-from .chat import PolicyChat
+from .chat import PolicyChat, TemplateError, TokenTrace
 from .curriculum import Knobs
 from .env import tool_simulator, user_simulator, verifier
 from .env.role import SimulationFailed
 from .env.simulator import SimulatorClient
-from .lm import Completion, GenerationError, GenerationService, GenRequest, Sampling
+from .lm import Completion, ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
 from .records import Task, ToolResult, Trajectory, Turn
 from .seeds import derive_seed
 from .toolcalls import ToolCall, parse_turn
@@ -58,31 +58,15 @@ class Policy:
         return await self.service.generate(GenRequest(prompt_ids=tuple(ids), sampling=sampling, logprobs=True))
 
 
-class _Tokens:
-    """The growing token sequence of an episode with its policy mask and log-probs."""
-
-    def __init__(self, prompt: list[int]):
-        self.ids, self.mask, self.logprobs = list(prompt), [0] * len(prompt), [0.0] * len(prompt)
-
-    def add_policy(self, completion: Completion) -> None:
-        self.ids += completion.token_ids
-        self.mask += [1] * len(completion.token_ids)
-        self.logprobs += completion.logprobs or [0.0] * len(completion.token_ids)
-
-    def add_other(self, ids: list[int]) -> None:
-        self.ids += ids
-        self.mask += [0] * len(ids)
-        self.logprobs += [0.0] * len(ids)
-
-
 async def run_episode(
     task: Task, rollout: int, policy: Policy, sim: SimulatorClient, limits: EpisodeLimits, run_seed: int,
 ) -> Trajectory:
-    """Play one episode to its end; a simulator failure aborts it (kept, with the reason)."""
+    """Play one episode to its end; a simulator failure, a request that does not fit the context
+    window or a template that cannot continue aborts it (kept, with the reason)."""
     system = prompts.policy_system_prompt(task.knobs.system_prompt)
-    prompt = policy.chat.first_prompt(system, task.first_user_query, task.tools)
-    tokens = _Tokens(prompt)
     turns: list[Turn] = []
+    prompt: list[int] = []
+    tokens = TokenTrace(policy.chat, prompt)
     counts = {"assistant": 0, "user": 0, "tool": 0}
     budget = limits.max_response_tokens
     where = (run_seed, task.index, rollout)
@@ -96,10 +80,12 @@ async def run_episode(
         )
 
     try:
+        prompt = policy.chat.first_prompt(system, task.first_user_query, task.tools)
+        tokens = TokenTrace(policy.chat, prompt)
         while True:
             step = len(turns)
             completion = await policy.turn(tokens.ids, min(limits.max_new_tokens, budget), derive_seed(*where, "policy", step))
-            tokens.add_policy(completion)
+            tokens.add_policy(completion.token_ids, completion.logprobs)
             budget -= completion.num_tokens
             parsed = parse_turn(completion.text)
             turns.append(Turn(role="assistant", content=completion.text, calls=parsed.calls))
@@ -114,7 +100,7 @@ async def run_episode(
                 if counts["tool"] >= limits.max_tool_turns:
                     end = "max_tool_turns"
                     break
-                results = await _simulate_calls(task, tuple(turns), parsed.calls, sim, limits, (*where, step))
+                results = await _simulate_calls(task, sim.shown(turns), parsed.calls, sim, limits, (*where, step))
                 reward = sum(r.reward for r in results) / len(results)
                 turns.append(Turn(role="tool", content="", results=results, reward=reward))
                 counts["tool"] += 1
@@ -123,25 +109,27 @@ async def run_episode(
                 if counts["user"] >= limits.max_user_turns:
                     end = "max_user_turns"
                     break
-                reply = await sim.run(user_simulator.request(task, tuple(turns), limits.max_history_chars), *where, step)
+                reply = await sim.run(user_simulator.request(task, sim.shown(turns), limits.max_history_chars), *where, step)
                 turns.append(Turn(role="user", content=reply.response, reward=reply.reward))
                 counts["user"] += 1
                 if not reply.response:
                     end = "user_done"
                     break
                 new = [policy.chat.user_message(reply.response)]
-            last = completion.token_ids[-1] if completion.token_ids else None
-            tokens.add_other(policy.chat.continuation(new, last_token=last))
+            tokens.add_messages(new)
         if not any(t.calls for t in turns if t.role == "assistant"):
             verdict = verifier.no_tool_call()
         else:
-            call = verifier.request(task, tuple(turns), task.knobs.num_criteria, limits.max_history_chars)
+            call = verifier.request(task, sim.shown(turns), task.knobs.num_criteria, limits.max_history_chars)
             verdict = await sim.run(call, *where, "verdict")
         return finish(end, float(verdict.reward), verdict.reasoning)
     except SimulationFailed as failure:
         return finish("aborted", None, abort=failure.reason, reasoning=failure.detail)
-    except GenerationError as err:
-        return finish("aborted", None, abort="policy_error", reasoning=str(err))
+    except TemplateError as err:
+        return finish("aborted", None, abort=err.reason, reasoning=str(err))
+    except GenerationError as err:  # the policy's own request: too long for the context, or failed
+        return finish("aborted", None, abort=err.reason if isinstance(err, ContextLimit) else "policy_error",
+                      reasoning=str(err))
 
 
 async def _simulate_calls(task, turns, calls: tuple[ToolCall, ...], sim, limits, where) -> tuple[ToolResult, ...]:

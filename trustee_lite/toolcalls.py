@@ -2,6 +2,7 @@
 
 Used by the rollout and by evaluation. Blocks are found by their tags and parsed with a real JSON
 parser; a block that cannot be read is kept as a malformed call with the reason, never dropped.
+Only the text after a think block (``<think>...</think>``) counts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jsontext import first_object, strip_fence
+from .jsontext import first_object, strip_fence, strip_think
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -34,7 +35,9 @@ class ParsedTurn:
 
 
 def parse_turn(text: str) -> ParsedTurn:
-    """Split a policy turn into its free text and its tool calls (in order)."""
+    """Split a policy turn into its free text and its tool calls (in order). A think block is
+    the policy's private reasoning: calls written inside it are not calls, and it is not content."""
+    text = strip_think(text)
     calls, outside, pos = [], [], 0
     while True:
         start = text.find(OPEN, pos)

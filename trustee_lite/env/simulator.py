@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from ..jsontext import strip_think
 from ..lm import GenerationError, GenerationService, GenRequest, Sampling
 from ..recipe import SimulatorConfig
+from ..records import Turn
 from ..seeds import derive_seed
 from .role import RoleCall, RoleOutputError, SimulationFailed
 
@@ -25,14 +27,21 @@ class Cache(Protocol):
     def cache_put(self, key: str, role: str, text: str, tokens: int) -> None: ...
 
 
-def cache_key(backend: str, model: str, role: str, messages: Any, schema: Any, sampling: Sampling) -> str:
+def cache_key(backend: str, model: str, role: str, messages: Any, schema: Any, sampling: Sampling,
+              thinking: bool | None = None, constrained: bool = True) -> str:
     """Hash of everything that decides a simulator answer: backend, model, role, prompt (with
-    its schema), sampling settings and seed."""
+    its schema, whether decoding enforces it, the template's thinking switch), sampling
+    settings and seed. (The last two enter only when not at their defaults, so older caches
+    stay valid.)"""
     payload = {
         "backend": backend, "model": model, "role": role, "messages": messages, "schema": schema,
         "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
         "top_p": sampling.top_p, "seed": sampling.seed,
     }
+    if thinking is not None:
+        payload["thinking"] = thinking
+    if not constrained:
+        payload["constrained"] = False
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -52,6 +61,14 @@ class SimulatorClient:
         self.cache = cache
         self.cfg = cfg
         self.stats = SimulatorStats()
+
+    def shown(self, turns) -> tuple[Turn, ...]:
+        """The conversation as simulator roles see it: with `strip_thinking`, the policy's think
+        blocks are removed (a user never sees the assistant's private reasoning); the trained
+        tokens keep them either way."""
+        if not self.cfg.strip_thinking:
+            return tuple(turns)
+        return tuple(replace(t, content=strip_think(t.content).strip()) if t.role == "assistant" else t for t in turns)
 
     async def run(self, call: RoleCall[Out], *seed_parts: object) -> Out:
         """The parsed answer; SimulationFailed after 1 + retries unusable answers."""
@@ -74,14 +91,17 @@ class SimulatorClient:
 
     async def _answer(self, call: RoleCall, sampling: Sampling) -> str:
         backend = self.service.backend
-        key = cache_key(backend.name, backend.model_id, call.role, call.messages, call.schema, sampling)
+        constrained = self.cfg.json_constraint
+        key = cache_key(backend.name, backend.model_id, call.role, call.messages, call.schema, sampling,
+                        self.cfg.thinking, constrained)
         self.stats.calls += 1
         cached = self.cache.cache_get(key)
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
         self.stats.cache_misses += 1
-        request = GenRequest(messages=call.messages, json_schema=call.schema, sampling=sampling, adapter=False)
+        request = GenRequest(messages=call.messages, json_schema=call.schema if constrained else None,
+                             sampling=sampling, adapter=False, thinking=self.cfg.thinking)
         try:
             completion = await self.service.generate(request)
         except GenerationError as err:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..recipe import ModelConfig
-from .base import Backend, Completion, GenerationError, GenRequest, Sampling
+from .base import Backend, Completion, ContextLimit, GenerationError, GenRequest, Sampling
 from .service import GenerationService
 
-__all__ = ["Backend", "Completion", "GenerationError", "GenRequest", "GenerationService", "Sampling", "build_backend"]
+__all__ = ["Backend", "Completion", "ContextLimit", "GenerationError", "GenRequest", "GenerationService", "Sampling", "build_backend"]
 
 
 def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | None = None, **policy) -> Backend:

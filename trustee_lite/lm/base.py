@@ -28,6 +28,7 @@ class GenRequest:
     json_schema: dict[str, Any] | None = field(default=None, hash=False)
     adapter: bool = True  # False: run the base model with the LoRA adapter switched off
     logprobs: bool = False
+    thinking: bool | None = None  # `messages`: enable_thinking for templates that know it (None: their default)
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt_ids is None):
@@ -49,6 +50,12 @@ class GenerationError(RuntimeError):
     """A backend could not answer one request (context overflow, server failure, ...)."""
 
     reason = "simulator_error"  # the abort reason of a trajectory this ends
+
+
+class ContextLimit(GenerationError):
+    """A request whose prompt plus its new tokens does not fit the model's context window."""
+
+    reason = "context_limit"
 
 
 class ServerUnreachable(GenerationError):
