@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..recipe import ModelConfig
 from . import quant
-from .base import Completion, GenerationError, GenRequest
+from .base import Completion, ContextLimit, GenerationError, GenRequest
 from .models import locate
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,13 @@ class TransformersBackend:
             self.load_adapter(adapter)
         self.eos_ids = _eos_ids(self.tokenizer, model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        # Sampling must equal training: the row sampler alone decides every token, so no logits
+        # processor may come from the model's own generation config (Qwen3's top_k, a
+        # repetition penalty, ...) that the learner's log-probs would not apply.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # Unsloth: a PEFT model
+        inner.generation_config = _neutral_generation_config(inner, self.eos_ids, self.pad_id)
+        self.context_window = _context_window(model, UNSLOTH_MAX_SEQ_LENGTH if self.unsloth else None)
+        self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
         torch.manual_seed(0)
 
     def load_adapter(self, path: str) -> None:
@@ -114,24 +121,59 @@ class TransformersBackend:
         # Temperature, top-p, seeds and lengths are per row; only the weights must agree.
         return (request.adapter and self.has_adapter,)
 
-    def encode_messages(self, messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    def encode_messages(self, messages, thinking: bool | None = None) -> list[int]:
+        from ..chat import template_kwargs
+
+        kwargs = template_kwargs(self.tokenizer.chat_template or "", thinking)
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True, **kwargs)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def prepare(self, request: GenRequest) -> list[int] | GenerationError:
+        """A request's prompt ids, or why it cannot run: its template fails, or its prompt and
+        new tokens do not fit the context window. Checked per row, before batching."""
+        try:
+            prompt = list(request.prompt_ids) if request.prompt_ids is not None else self.encode_messages(
+                request.messages, request.thinking)
+        except Exception as err:  # noqa: BLE001 - jinja2 errors, a template's raise_exception()
+            return GenerationError(f"transformers: the chat template cannot render this request: {_first_line(err)}")
+        need = len(prompt) + request.sampling.max_new_tokens
+        if self.context_window is not None and need > self.context_window:
+            return ContextLimit(f"prompt of {len(prompt)} tokens + {request.sampling.max_new_tokens} new tokens "
+                                f"exceeds the context window of {self.context_window}")
+        return prompt
+
     def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
+        """Each row fails alone: rows that cannot run are answered with their error, the rest are
+        batched; if the batch itself fails, its rows are retried one at a time."""
+        results: list = [self.prepare(r) for r in requests]
+        rows = [i for i, r in enumerate(results) if not isinstance(r, GenerationError)]
+        if not rows:
+            return results
+        try:
+            done = self._generate([requests[i] for i in rows], [results[i] for i in rows])
+        except Exception as err:  # noqa: BLE001 - out of memory, a kernel error, ...
+            if len(rows) == 1:
+                done = [GenerationError(f"transformers: {_first_line(err)}")]
+            else:
+                log.warning("a batch of %d failed (%s); running its rows one at a time", len(rows), _first_line(err))
+                done = [self.generate_batch([requests[i]])[0] for i in rows]
+        for i, completion in zip(rows, done):
+            results[i] = completion
+        return results
+
+    def _generate(self, requests: list[GenRequest], prompts: list[list[int]]) -> list[Completion]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        prompts = [list(r.prompt_ids) if r.prompt_ids is not None else self.encode_messages(r.messages) for r in requests]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):  # left padding: every row ends where generation starts
             ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             mask[row, width - len(prompt):] = 1
-        sampler = RowSampler([r.sampling for r in requests], self.eos_ids[0], width)
+        sampler = RowSampler([r.sampling for r in requests], self.eos_ids, width, self._constraints(requests), self._schemas)
         config = GenerationConfig(
-            max_new_tokens=max(r.sampling.max_new_tokens for r in requests), do_sample=False,
+            max_new_tokens=max(r.sampling.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
         )
         switch_off = not requests[0].adapter and self.has_adapter
@@ -142,6 +184,17 @@ class TransformersBackend:
             )
         new = out[:, width:].tolist()
         return [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests)]
+
+    def _constraints(self, requests: list[GenRequest]) -> list:
+        """Each row's JSON-schema constraint (xgrammar), or None for free text."""
+        if not any(r.json_schema for r in requests):
+            return [None] * len(requests)
+        if self._schemas is None:
+            from .constrain import SchemaCompiler
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._schemas = SchemaCompiler(self.tokenizer, vocab, self.eos_ids)
+        return [self._schemas.constraint(r.json_schema, r.thinking) if r.json_schema else None for r in requests]
 
     def _completion(self, row, req, prompt, generated, sampler) -> Completion:
         tokens, stopped = [], False
@@ -168,12 +221,17 @@ class RowSampler:
     top-p, so a row's tokens do not depend on which other requests share its batch. It pins the
     chosen token (greedy decoding then picks it) and records its log-prob at temperature T."""
 
-    def __init__(self, samplings, eos_id: int, prompt_width: int):
+    def __init__(self, samplings, eos_ids: list[int], prompt_width: int, constraints=None, schemas=None):
         import torch
 
         self.samplings = samplings
-        self.eos_id = eos_id
+        self.eos_ids = set(eos_ids)
+        self.eos_id = eos_ids[0]
         self.width = prompt_width
+        self.constraints = constraints or [None] * len(samplings)
+        self.schemas = schemas  # the SchemaCompiler of the constraints
+        self.done = [False] * len(samplings)
+        self._bitmask = None
         self.generators = [torch.Generator().manual_seed(s.seed & 0xFFFF_FFFF_FFFF) for s in samplings]
         self.temps = torch.tensor([s.temperature for s in samplings], dtype=torch.float32)
         self.top_ps = torch.tensor([s.top_p for s in samplings], dtype=torch.float32)
@@ -184,6 +242,7 @@ class RowSampler:
 
         step = input_ids.shape[1] - self.width
         logits = scores.float().cpu()
+        self._mask(logits)
         greedy = self.temps == 0
         scaled = logits / torch.where(greedy, torch.ones_like(self.temps), self.temps)[:, None]
         logp = torch.log_softmax(scaled, dim=-1)
@@ -193,12 +252,33 @@ class RowSampler:
         for row, s in enumerate(self.samplings):
             if step >= s.max_new_tokens:  # this row is done; end it so the batch can stop early
                 chosen[row] = self.eos_id
+        self._observe(chosen.tolist())
         picked = logp.gather(1, chosen[:, None]).squeeze(1).tolist()
         for row, value in enumerate(picked):
             self.logprobs[row].append(value)
         pinned = torch.full_like(scores, float("-inf"))
         pinned.scatter_(1, chosen[:, None].to(scores.device), 0.0)
         return pinned
+
+    def _mask(self, logits) -> None:
+        """Rows under a JSON schema: tokens that would break it get -inf."""
+        rows = [r for r, c in enumerate(self.constraints) if c is not None and c.active and not self.done[r]]
+        if not rows:
+            return
+        if self._bitmask is None:
+            self._bitmask = self.schemas.bitmask(len(self.constraints))
+        for row in rows:
+            self.constraints[row].fill(self._bitmask, row)
+        self.schemas.apply(logits, self._bitmask, rows)
+
+    def _observe(self, chosen: list[int]) -> None:
+        for row, token in enumerate(chosen):
+            if self.done[row]:
+                continue
+            if self.constraints[row] is not None:
+                self.constraints[row].observe(token)
+            if token in self.eos_ids:
+                self.done[row] = True
 
 
 def _sample_top_p(probs, top_ps, uniforms):
@@ -229,6 +309,24 @@ def _eos_ids(tokenizer, model) -> list[int]:
     if not ids:
         raise GenerationError("the tokenizer has no end-of-sequence token")
     return ids
+
+
+def _neutral_generation_config(model, eos_ids: list[int], pad_id: int):
+    """A generation config with nothing but the special tokens: no sampling warpers, no
+    penalties, no forced tokens."""
+    from transformers import GenerationConfig
+
+    old = getattr(model, "generation_config", None)
+    return GenerationConfig(bos_token_id=getattr(old, "bos_token_id", None), eos_token_id=list(eos_ids), pad_token_id=pad_id)
+
+
+def _context_window(model, cap: int | None) -> int | None:
+    """The longest sequence the model takes (its position table), capped by Unsloth's length."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "max_position_embeddings", None)
+    if cap is not None:
+        window = min(window, cap) if window else cap
+    return window
 
 
 def _first_line(err: BaseException) -> str:
