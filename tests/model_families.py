@@ -82,6 +82,7 @@ def build_family(name: str, base_tokenizer, folder: Path, **generation) -> Path:
     config = getattr(transformers, family.architecture)(
         vocab_size=64 * math.ceil(len(tok) / 64), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=WINDOW, tie_word_embeddings=True,
+        initializer_range=0.3,  # logits of a few units, as a trained model has (0.02 gives near-uniform ones)
         bos_token_id=ids(family.bos) if family.bos else None, eos_token_id=ids(family.eos), pad_token_id=ids(family.pad),
         **family.arch,
     )

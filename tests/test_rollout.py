@@ -21,9 +21,10 @@ LIMITS = dict(max_new_tokens=64, max_response_tokens=512, max_result_chars=512, 
 
 
 def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knobs_level=100, chat=None,
-            sim_cfg=None, prompts=None, **limits):
+            sim_cfg=None, prompts=None, policy_backend=None, **limits):
     """Run one episode; policy_turns is a list of texts, sim_answers maps role -> list of JSON texts.
-    `prompts`, a list, receives every simulator request's prompt text."""
+    `prompts`, a list, receives every simulator request's prompt text; `policy_backend` replaces
+    the scripted policy (policy_turns is then unused)."""
     turns = list(policy_turns)
     answers = {role: list(texts) for role, texts in sim_answers.items()}
     asked = []
@@ -36,7 +37,7 @@ def episode(tokenizer, tmp_path, policy_turns, sim_answers, caps=(4, 2, 2), knob
         queue = answers.get(role)
         return queue.pop(0) if queue else RuntimeError(f"no scripted answer for {role}")
 
-    policy_backend = ScriptedBackend(lambda r: turns.pop(0), tokenizer=tokenizer)
+    policy_backend = policy_backend or ScriptedBackend(lambda r: turns.pop(0), tokenizer=tokenizer)
     sim_backend = ScriptedBackend(sim)
     task = make_task(knobs=knobs_at(knobs_level, KnobTable()))
     max_assistant, max_user, max_tool = caps
@@ -152,3 +153,20 @@ def test_simulator_failure_aborts_and_keeps_the_trajectory(smol_tokenizer, tmp_p
     traj, _ = episode(smol_tokenizer, tmp_path, [CALL], {"tool_simulator": ["not json"]})
     assert traj.aborted and traj.abort_reason == "tool_simulator_invalid" and traj.final_reward is None
     assert traj.end_reason == "aborted" and len(traj.turns) == 1 and traj.policy_tokens > 0
+
+
+def test_simulator_roles_see_the_policy_turns_without_think_blocks_unless_told(smol_tokenizer, tmp_path):
+    """strip_thinking (default on): the roles never read the policy's private reasoning; the
+    trained tokens keep it either way, and a call written after the think block counts."""
+    from trustee_lite.recipe import SimulatorConfig
+
+    assert SimulatorConfig().strip_thinking is True
+    first = "<think>\nSECRET-PLAN\n</think>\n\n" + CALL
+    for strip in (True, False):
+        prompts: list[str] = []
+        traj, _ = episode(smol_tokenizer, tmp_path / str(strip), [first, "Dry all day."],
+                          {"tool_simulator": [tool("dry")], "user_simulator": [user("")], "verifier": [verdict(1)]},
+                          sim_cfg=SimulatorConfig(retries=0, strip_thinking=strip), prompts=prompts)
+        assert len(prompts) == 3 and traj.turns[0].calls[0].name == "get_weather"
+        assert all(("SECRET-PLAN" in p) == (not strip) for p in prompts)
+        assert "SECRET-PLAN" in smol_tokenizer.decode(traj.token_ids)

@@ -85,3 +85,10 @@ def test_json_list_of_calls_in_one_block():
 def test_format_call_round_trips():
     (call,) = parse_turn(format_call("book_hotel", {"nights": 2, "city": "Rome"})).calls
     assert (call.name, call.arguments) == ("book_hotel", {"nights": 2, "city": "Rome"})
+
+
+def test_calls_inside_a_think_block_are_not_calls():
+    text = '<think>\nMaybe <tool_call>{"name": "a", "arguments": {}}</tool_call>? No.\n</think>\n\nI need your city first.'
+    turn = parse_turn(text)
+    assert turn.calls == () and turn.content == "I need your city first."
+    assert [c.name for c in parse_turn('<think>\nplan\n</think>\n\n<tool_call>{"name": "b", "arguments": {}}</tool_call>').calls] == ["b"]

@@ -84,7 +84,7 @@ async def open_environment(recipe: Recipe, store: Store):
             sim_service = policy_service if shared else await stack.enter_async_context(
                 GenerationService(sim_backend, recipe.simulator.batch_size, recipe.simulator.batch_wait_ms / 1000)
             )
-            chat = PolicyChat(policy_backend.tokenizer)
+            chat = PolicyChat(policy_backend.tokenizer, recipe.policy.thinking)
             policy = Policy(policy_service, chat, recipe.policy.temperature, recipe.policy.top_p)
             sim = SimulatorClient(sim_service, store, recipe.simulator)
             yield Environment(recipe, pool, policy, sim, policy_service, sim_service)

@@ -113,7 +113,7 @@ async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
     backend = load_policy(recipe)
     try:
         async with GenerationService(backend, recipe.policy.batch_size, recipe.policy.batch_wait_ms / 1000) as service:
-            yield None, service, PolicyChat(backend.tokenizer)
+            yield None, service, PolicyChat(backend.tokenizer, recipe.policy.thinking)
     finally:
         backend.close()
 
