@@ -192,3 +192,46 @@ def test_call_text_is_python():
 
     call = ToolCall("mv", {"source": "it's.pdf", "n": 2, "flags": [True, None]})
     assert bfcl.call_text(call) == "mv(source=\"it's.pdf\", n=2, flags=[True, None])"
+
+
+def test_eval_multi_turn_keeps_each_turn_as_generated(family_tokenizers, tmp_path):
+    """eval makes training's choice: a policy turn stays in the context exactly as generated (a
+    Qwen3 think block included) and only the new messages are rendered after it."""
+    from scripted import ScriptedBackend
+    from trustee_lite.chat import PolicyChat
+    from trustee_lite.evaluate import Plan, _bfcl_category
+    from trustee_lite.lm import GenerationService
+    from trustee_lite.recipe import CurriculumConfig
+    from trustee_lite.store import Store
+
+    tok = family_tokenizers["qwen3"]
+    item = bfcl.load("multi_turn_base", 1)[0]
+    turn = -1
+
+    def policy(request):
+        nonlocal turn
+        prompt = tok.decode(request.prompt_ids)
+        if "<tool_response>" in prompt[prompt.rindex("<|im_start|>user"):]:
+            return "<think>\nResults are in.\n</think>\n\nDone."
+        turn += 1
+        calls = [ground_truth_call(c, item.functions) for c in item.answer[turn]]
+        return "<think>\nPlan the calls.\n</think>\n\n" + "\n".join(format_call(n, a) for n, a in calls)
+
+    backend = ScriptedBackend(policy, tokenizer=tok)
+    plan = Plan(["multi_turn_base"], 1, 0, 1, 256, CurriculumConfig())
+
+    async def run():
+        async with GenerationService(backend) as service:
+            with Store(tmp_path / "db.sqlite") as store:
+                run_id = store.start_run("eval", "t", 0, {})
+                return await _bfcl_category("multi_turn_base", [item], "Be useful.", service, PolicyChat(tok), store,
+                                            run_id, plan, {"adapter": None, "adapter_step": None})
+
+    record = asyncio.run(run())
+    assert record["score"] == 1.0
+    requests = [r for batch in backend.batches for r in batch]
+    assert len(requests) == sum(2 if calls else 1 for calls in item.answer)
+    for before, after in zip(requests, requests[1:]):
+        assert after.prompt_ids[: len(before.prompt_ids)] == before.prompt_ids  # the context so far, untouched
+        assert tok.decode(after.prompt_ids[len(before.prompt_ids):]).startswith("<think>\n")  # then the turn as sampled
+    assert tok.decode(requests[-1].prompt_ids).count("<think>\nPlan the calls.\n</think>") == len(item.answer)

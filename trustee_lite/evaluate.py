@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bfcl, prompts
-from .chat import PolicyChat
+from .chat import PolicyChat, TemplateError, TokenTrace
 from .curriculum import knobs_at, pin_fixed
 from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, preflight
 from .errors import UserError
-from .lm import GenerationError, GenerationService, GenRequest, Sampling
+from .lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
 from .metrics import abort_reasons, mean
 from .progress import bar, say
 from .recipe import CurriculumConfig, Recipe
@@ -134,11 +134,23 @@ async def _bfcl_category(category: str, items: list, system: str, service: Gener
         return text, bfcl.score(category, item, text)
 
     async def multi_turn(item: bfcl.MultiTurnItem) -> tuple[str, bfcl.Outcome]:
-        tools = item.tools
+        # As in training, each policy turn stays in the context exactly as generated and only the
+        # new messages are rendered after it (Qwen3 would otherwise drop earlier think blocks).
+        trace: TokenTrace | None = None
+        seen = 0  # messages already in the trace; the next one is the policy's own last turn
 
         async def reply(messages: list[dict]) -> str:
+            nonlocal trace, seen
             rendered = [chat.tool_message(m["name"], m["content"]) if m["role"] == "tool" else m for m in messages]
-            return await generate(system, rendered, tools)
+            if trace is None:
+                trace = TokenTrace(chat, chat.prompt(system, rendered, item.tools))
+            else:
+                trace.add_messages(rendered[seen + 1:])
+            completion = await service.generate(GenRequest(
+                prompt_ids=tuple(trace.ids), sampling=Sampling(max_new_tokens=plan.max_new_tokens, temperature=0.0)))
+            trace.add_policy(completion.token_ids)
+            seen = len(messages)
+            return completion.text
 
         decoded, texts = await bfcl.play_multi_turn(item, reply)
         return json.dumps(texts, ensure_ascii=False), bfcl.score_multi_turn(item, decoded)
@@ -146,8 +158,9 @@ async def _bfcl_category(category: str, items: list, system: str, service: Gener
     async def one(item) -> None:
         try:
             text, outcome = await (multi_turn(item) if category in bfcl.MULTI_TURN_CATEGORIES else single_turn(item))
-        except GenerationError as err:
-            text, outcome = "", bfcl.Outcome(False, "policy_error", "policy_error", str(err))
+        except (GenerationError, TemplateError) as err:
+            reason = err.reason if isinstance(err, (ContextLimit, TemplateError)) else "policy_error"
+            text, outcome = "", bfcl.Outcome(False, "policy_error", reason, str(err))
         store.add_eval_item(run_id, category, item.id, outcome, text)
         outcomes.append(outcome)
         progress.update(1)

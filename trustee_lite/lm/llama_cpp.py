@@ -8,7 +8,7 @@ import os
 
 from ..errors import UserError
 from ..recipe import ModelConfig, SimulatorConfig
-from .base import Completion, GenerationError, GenRequest
+from .base import Completion, ContextLimit, GenerationError, GenRequest
 from .models import locate
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class LlamaCppBackend:
                 out = self.llm.create_completion(prompt=list(req.prompt_ids), **common)
                 text = out["choices"][0]["text"]
         except (ValueError, RuntimeError) as err:  # context overflow, decode failure
-            return GenerationError(f"llama.cpp: {err}")
+            kind = ContextLimit if "exceed context window" in str(err) else GenerationError
+            return kind(f"llama.cpp: {err}")
         usage = out["usage"]
         return Completion(
             text=text, num_tokens=usage["completion_tokens"], prompt_tokens=usage["prompt_tokens"],

@@ -16,7 +16,7 @@ import random
 
 from ..errors import UserError
 from ..recipe import SimulatorConfig
-from .base import Completion, GenerationError, GenRequest, ServerUnreachable
+from .base import Completion, ContextLimit, GenerationError, GenRequest, ServerUnreachable
 from .llama_cpp import grammar_schema
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class OpenAIBackend:
         fmt = response_format(self.cfg.response_format, request.json_schema)
         if fmt is not None:
             kwargs["response_format"] = fmt
+        if request.thinking is not None:  # vLLM and SGLang pass these to the chat template
+            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": request.thinking}}
         last: Exception | None = None
         for attempt in range(self.cfg.net_retries + 1):
             if attempt:
@@ -118,7 +120,8 @@ class OpenAIBackend:
                     response = await self.client.chat.completions.create(**kwargs)
             except Exception as err:  # noqa: BLE001 - sorted just below
                 if not transient(err):
-                    raise GenerationError(f"{self.cfg.base_url}: {_describe(err)}") from None
+                    kind = ContextLimit if "context length" in str(err).lower() else GenerationError
+                    raise kind(f"{self.cfg.base_url}: {_describe(err)}") from None
                 last = err
                 log.info("%s: %s (attempt %d of %d)", self.cfg.base_url, _describe(err), attempt + 1,
                          self.cfg.net_retries + 1)
