@@ -3,6 +3,7 @@
     python -m trustee_lite simulate RECIPE [--episodes N] [--db PATH] [--seed S]
     python -m trustee_lite eval RECIPE [--bfcl CATEGORY ...] [--simulated N] [--adapter DIR ...] [--base] [--limit N]
     python -m trustee_lite compare [--db PATH] [--run ID ...]
+    python -m trustee_lite check RECIPE [--gpu GIB]
 
 User errors print one line on stderr and exit with status 2; results print as one JSON line on
 stdout; progress goes to stderr.
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=_positive, default=256, help="per answer (default: 256)")
     ev.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for the cache and run record (default: {DEFAULT_DB})")
     ev.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks (default: the recipe's seed)")
+    chk = commands.add_parser("check", parents=[verbose], help="preflight: model files, chat template, token budget, "
+                              "memory estimate; loads no weights")
+    chk.add_argument("recipe", help="recipe YAML file")
+    chk.add_argument("--gpu", type=_positive_float, default=None, metavar="GIB",
+                     help="compare the memory estimate with a card of this many GiB (default: this machine's GPU)")
     cmp = commands.add_parser("compare", parents=[verbose], help="stored evaluation results, policy variants side by side")
     cmp.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file with the run record (default: {DEFAULT_DB})")
     cmp.add_argument("--run", type=int, nargs="+", default=None, metavar="ID", help="only these eval runs (default: all)")
@@ -70,6 +76,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
 def _quiet_libraries() -> None:
     # Nothing is fetched from a model hub, and library progress bars stay out of our output.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,7 +95,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' bars (GGUF conversion); ours pass disable=False
 
 
-COMMANDS = ("train", "simulate", "eval", "compare")
+COMMANDS = ("train", "simulate", "eval", "compare", "check")
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -115,6 +131,8 @@ def _run(args) -> int:
     if args.command == "compare":
         return _compare(args)
     recipe = load_recipe(args.recipe)
+    if args.command == "check":
+        return _check(recipe, args.gpu)
     seed = recipe.seed if args.seed is None else args.seed
     if args.command == "eval":
         return _eval(args, recipe, seed)
@@ -165,6 +183,21 @@ def _eval(args, recipe, seed: int) -> int:
     result["db"] = args.db
     print(orjson.dumps(result).decode(), flush=True)
     return 0
+
+
+def _check(recipe, gpu_gib: float | None) -> int:
+    from .check import format_table, missing_models, run_check
+
+    missing = missing_models(recipe)
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
+        return 2
+    rows, problems = run_check(recipe, gpu_gib)
+    print(format_table(rows), flush=True)
+    for problem in problems:
+        print(f"{recipe.source}: {problem}", file=sys.stderr)
+    print("the recipe can run" if not problems else "the recipe cannot run as it is", file=sys.stderr)
+    return 0 if not problems else 2
 
 
 def _compare(args) -> int:

@@ -195,6 +195,8 @@ def summarize(trajectories: list[Trajectory], env: Environment, wall_s: float) -
         "cache_misses": stats.cache_misses,
         "cache_hit_rate": round(stats.cache_hits / stats.calls, 4) if stats.calls else None,
         "simulator_retries": stats.retries,
+        "simulator_parse_failures": stats.parse_failures,
+        "simulator_rejected": stats.rejected,
         "simulator_tokens": stats.tokens,
         "tokens_per_s": round(tokens / wall_s, 2) if wall_s > 0 else None,
         "policy_mean_batch": round(env.policy_service.stats.mean_batch, 2),

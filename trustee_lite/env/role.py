@@ -19,7 +19,12 @@ Out = TypeVar("Out")
 
 
 class RoleOutputError(ValueError):
-    """A simulator answer that cannot be used (no JSON, missing field, invalid value)."""
+    """A simulator answer that cannot be used: not JSON of the role's schema (`parse`), or JSON
+    that breaks one of the role's own rules (`rule`, e.g. a first query naming a tool)."""
+
+    def __init__(self, message: str, kind: str = "rule"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class SimulationFailed(RuntimeError):
@@ -43,13 +48,13 @@ class RoleCall(Generic[Out]):
         try:
             obj = loads_lenient(text)
         except ValueError as err:
-            raise RoleOutputError(str(err)) from None
+            raise RoleOutputError(str(err), "parse") from None
         if not isinstance(obj, dict):
-            raise RoleOutputError(f"expected a JSON object, got {type(obj).__name__}")
+            raise RoleOutputError(f"expected a JSON object, got {type(obj).__name__}", "parse")
         error = next(iter(Draft202012Validator(self.schema).iter_errors(obj)), None)
         if error is not None:
             where = ".".join(str(p) for p in error.path) or "answer"
-            raise RoleOutputError(f"{where}: {error.message[:200]}")
+            raise RoleOutputError(f"{where}: {error.message[:200]}", "parse")
         return self.interpret(obj)
 
 

@@ -52,6 +52,8 @@ class SimulatorStats:
     cache_misses: int = 0
     tokens: int = 0  # tokens generated for cache misses
     retries: int = 0
+    parse_failures: int = 0  # answers that were not JSON of the role's schema
+    rejected: int = 0  # schema-valid answers that broke a role's own rule
     failures: dict[str, int] = field(default_factory=dict)  # abort reason -> count
 
 
@@ -85,6 +87,10 @@ class SimulatorClient:
                 return call.parse(text)
             except RoleOutputError as err:
                 last = str(err)
+                if err.kind == "parse":
+                    self.stats.parse_failures += 1
+                else:
+                    self.stats.rejected += 1
                 log.debug("%s attempt %d unusable: %s", call.role, attempt, last)
         self._fail(f"{call.role}_invalid")
         raise SimulationFailed(f"{call.role}_invalid", f"no usable answer in {self.cfg.retries + 1} attempts; last: {last}")
