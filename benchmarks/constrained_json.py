@@ -6,8 +6,8 @@ Runs `simulate` twice on the same recipe and seed, each with a fresh database (n
 the cache): the embedded model plays policy and simulator through transformers (one copy of
 the weights), once with each role's JSON schema enforced by xgrammar (json_constraint: true)
 and once parsed defensively only (false). Prints, for each: simulator calls, answers that were
-not JSON of the schema (parse failures), schema-valid answers a role's own rule rejected,
-retries, aborted episodes by reason, and wall time.
+not JSON of the schema (parse failures), answers cut by the token limit, schema-valid answers
+a role's own rule rejected, retries, aborted episodes by reason, and wall time.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ def main() -> None:
     for constrained in (True, False):
         s = run(constrained, args.episodes, args.max_new_tokens)
         calls = s["cache_misses"]
-        rows.append((("xgrammar" if constrained else "none"), calls, s["simulator_parse_failures"],
+        rows.append((("xgrammar" if constrained else "none"), calls, s["simulator_parse_failures"], s["simulator_truncated"],
                      s["simulator_rejected"], s["simulator_retries"], s["aborted"], s["abort_reasons"], s["wall_s"]))
     print(f"simulate, {args.episodes} episodes, transformers simulator (embedded model), "
           f"{args.max_new_tokens} new tokens per answer, retries 2")
-    print(f"{'constraint':<11}{'calls':>6}{'parse fail':>11}{'rejected':>9}{'retries':>8}{'aborted':>8}  {'wall s':>7}  abort reasons")
-    for name, calls, parse, rejected, retries, aborted, reasons, wall in rows:
-        print(f"{name:<11}{calls:>6}{parse:>11}{rejected:>9}{retries:>8}{aborted:>8}  {wall:>7.1f}  {reasons}")
+    print(f"{'constraint':<11}{'calls':>6}{'parse fail':>11}{'cut':>5}{'rejected':>9}{'retries':>8}{'aborted':>8}"
+          f"  {'wall s':>7}  abort reasons")
+    for name, calls, parse, cut, rejected, retries, aborted, reasons, wall in rows:
+        print(f"{name:<11}{calls:>6}{parse:>11}{cut:>5}{rejected:>9}{retries:>8}{aborted:>8}  {wall:>7.1f}  {reasons}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def llama_backend():
 
 @pytest.fixture(scope="session")
 def family_dirs(tmp_path_factory, smol_tokenizer):
-    """Local folders of tiny Qwen3, Qwen2 and Llama models with their families' templates
+    """Local folders of tiny Qwen3, Qwen2, Llama and Gemma 2 models with their families' templates
     (tests/model_families.py), built once per test session."""
     from model_families import FAMILIES, build_family
 

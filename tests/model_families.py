@@ -1,7 +1,7 @@
 """Tiny models of the families users run, built here without a download (test helper).
 
 Each family is a randomly initialised model from that family's architecture (transformers'
-own Qwen3, Qwen2 and Llama classes), shrunk to a few layers, paired with a copy of the embedded
+own Qwen3, Qwen2, Llama and Gemma 2 classes), shrunk to a few layers, paired with a copy of the embedded
 SmolLM2 tokenizer that gets the family's special tokens and a chat template written for this
 project to reproduce the family's rendering (tests/templates/, checked against golden strings
 from the published templates in tests/test_templates.py). The vocabulary is padded to a
@@ -46,6 +46,11 @@ FAMILIES = {
                      special=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                               "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"),
                      generation={"do_sample": True, "temperature": 0.6, "top_p": 0.9}),
+    # No system role and no tool role; the instruct model ends its turns with <end_of_turn>.
+    "gemma2": Family("gemma2", "Gemma2Config", "gemma2.jinja", eos="<end_of_turn>", pad="<pad>", bos="<bos>",
+                     special=("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"),
+                     generation={"do_sample": True, "temperature": 1.0, "top_p": 0.95},
+                     arch={"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512}),
 }
 
 

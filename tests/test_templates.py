@@ -51,6 +51,22 @@ LLAMA_PROMPT = (
     '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n'
     '"{\\"temp_c\\": 18, \\"sky\\": \\"clear\\"}"<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nThanks! Is that '
     'warm?<|eot_id|>')
+# Gemma 2 has no system and no tool role: the conversation as the policy's chat sends it (the
+# system prompt in the first user message, the tool result as a user message).
+GEMMA_CONVERSATION = [
+    {"role": "user", "content": "You are a helpful assistant.\n\nWhat's the weather in Paris?"},
+    {"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'},
+    {"role": "user", "content": '<tool_response>\n{"name": "get_weather", "content": "{\\"temp_c\\": 18, \\"sky\\": \\"clear\\"}"}\n</tool_response>'},
+    {"role": "assistant", "content": "It is 18 °C and clear."},
+    {"role": "user", "content": "Thanks! Is that warm?"},
+    {"role": "assistant", "content": "It is mild."},
+]
+GEMMA_TURNS = (
+    "<bos><start_of_turn>user\nYou are a helpful assistant.\n\nWhat's the weather in Paris?<end_of_turn>\n<start_of_turn>"
+    'model\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><end_of_turn>\n<start_of_turn>'
+    'user\n<tool_response>\n{"name": "get_weather", "content": "{\\"temp_c\\": 18, \\"sky\\": \\"clear\\"}"}\n'
+    "</tool_response><end_of_turn>\n<start_of_turn>model\nIt is 18 °C and clear.<end_of_turn>\n<start_of_turn>user\n"
+    "Thanks! Is that warm?<end_of_turn>\n<start_of_turn>model\n")
 GOLDEN = {
     ("qwen3", "whole", None): QWEN_SYSTEM + QWEN_TURNS + (
         "<|im_start|>assistant\n<think>\n18 C is mild.\n</think>\n\nIt is mild: 18 °C and clear.<|im_end|>\n"),
@@ -61,16 +77,19 @@ GOLDEN = {
     ("llama3", "whole", None): LLAMA_PROMPT + (
         "<|start_header_id|>assistant<|end_header_id|>\n\nIt is mild: 18 °C and clear.<|eot_id|>"),
     ("llama3", "next", None): LLAMA_PROMPT + "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ("gemma2", "whole", None): GEMMA_TURNS + "It is mild.<end_of_turn>\n",
+    ("gemma2", "next", None): GEMMA_TURNS,
 }
 
 
 @pytest.mark.parametrize("family, part, thinking", list(GOLDEN))
 def test_template_renders_as_the_published_one(family_tokenizers, family, part, thinking):
     tok = family_tokenizers[family]
-    conversation = CONVERSATION if family == "qwen3" else WITHOUT_THINK
+    conversation = {"qwen3": CONVERSATION, "gemma2": GEMMA_CONVERSATION}.get(family, WITHOUT_THINK)
     messages = conversation if part == "whole" else conversation[:-1]
     kwargs = {} if thinking is None else {"enable_thinking": thinking}
-    text = tok.apply_chat_template(messages, tools=[TOOL], tokenize=False, add_generation_prompt=part == "next", **kwargs)
+    tools = None if family == "gemma2" else [TOOL]
+    text = tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=part == "next", **kwargs)
     assert text == GOLDEN[(family, part, thinking)]
 
 
@@ -120,7 +139,7 @@ def test_qwen3_without_thinking_prefills_an_empty_think_block(family_tokenizers)
     assert tok.decode([t for t, m in zip(trace.ids, trace.mask) if m]) == f"{HERMES_CALL}<|im_end|>It is 18 °C.<|im_end|>"
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama3"])
+@pytest.mark.parametrize("family", ["qwen2", "llama3", "gemma2"])
 def test_stable_templates_equal_a_fresh_rendering(family_tokenizers, family):
     """Templates that render earlier turns the same way: the episode's tokens are exactly the
     template applied to the whole conversation."""
@@ -128,8 +147,10 @@ def test_stable_templates_equal_a_fresh_rendering(family_tokenizers, family):
     chat = PolicyChat(tok)
     trace = play(chat, [HERMES_CALL, "It is 18 °C and clear."], tok)
     system = "You are a helpful assistant." + ("" if chat.native_tools else f"\n\n{hermes_tool_block([TOOL])}")
+    opening = ([{"role": "system", "content": system}, {"role": "user", "content": "What's the weather in Paris?"}]
+               if chat.system_role else [{"role": "user", "content": f"{system}\n\nWhat's the weather in Paris?"}])
     fresh = tok.apply_chat_template(
-        [{"role": "system", "content": system}, {"role": "user", "content": "What's the weather in Paris?"},
+        [*opening,
          {"role": "assistant", "content": HERMES_CALL}, chat.tool_message("get_weather", RESULT),
          {"role": "assistant", "content": "It is 18 °C and clear."}, {"role": "user", "content": "Thanks! Is that warm?"}],
         tools=[TOOL] if chat.native_tools else None, tokenize=False, add_generation_prompt=True)
@@ -146,6 +167,21 @@ def test_tool_formats_per_family(family_tokenizers):
     assert "Be useful.\n\n# Tools" in text and "<tool_call>" in text
     cont = family_tokenizers["llama3"].decode(llama.continuation([llama.tool_message("get_weather", "dry")], None))
     assert cont.startswith("<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n")
+
+
+def test_a_template_without_system_and_tool_roles(family_tokenizers):
+    """Gemma 2: the system prompt goes into the first user message, and the results of one
+    turn's calls go back as one user message (it refuses two user messages in a row)."""
+    tok = family_tokenizers["gemma2"]
+    chat = PolicyChat(tok)
+    assert not chat.system_role and chat.tool_role == "user" and not chat.native_tools
+    assert tok.decode(chat.first_prompt("Be useful.", "Rain?", [TOOL])).startswith("<bos><start_of_turn>user\nBe useful.\n\n# Tools")
+    (message,) = chat.tool_messages([("get_weather", "dry"), ("get_weather", "wet")])
+    assert message["role"] == "user" and message["content"].count("<tool_response>") == 2
+    cont = tok.decode(chat.continuation([message], tok.eos_token_id))
+    assert cont.startswith("\n<start_of_turn>user\n<tool_response>") and cont.endswith("<start_of_turn>model\n")
+    assert chat.messages([{"role": "user", "content": "q"}, {"role": "tool", "name": "a", "content": "1"},
+                          {"role": "tool", "name": "b", "content": "2"}])[1]["content"].count("<tool_response>") == 2
 
 
 def test_a_template_that_cannot_continue_raises_template_error(family_tokenizers):

@@ -118,10 +118,35 @@ class PolicyChat:
         return ids
 
     def tool_message(self, name: str | None, result: str) -> dict[str, str]:
+        return self.tool_messages([(name, result)])[0]
+
+    def tool_messages(self, results: list[tuple[str | None, str]]) -> list[dict[str, str]]:
+        """The results of one turn's calls: one tool message each, or, for a template without a
+        tool role (Gemma), one user message holding every result (such templates refuse two
+        user messages in a row)."""
         if self.native_tools and self.tool_role == "tool":
-            return {"role": "tool", "content": result}
-        payload = json.dumps({"name": name, "content": result}, ensure_ascii=False)
-        return {"role": self.tool_role, "content": f"<tool_response>\n{payload}\n</tool_response>"}
+            return [{"role": "tool", "content": result} for _, result in results]
+        blocks = [f"<tool_response>\n{json.dumps({'name': n, 'content': r}, ensure_ascii=False)}\n</tool_response>"
+                  for n, r in results]
+        if self.tool_role == "tool":
+            return [{"role": "tool", "content": b} for b in blocks]
+        return [{"role": "user", "content": "\n".join(blocks)}]
+
+    def messages(self, messages: list[dict]) -> list[dict[str, str]]:
+        """A conversation with tool results as {"role": "tool", "name", "content"}, in this
+        template's form (consecutive results grouped where it has no tool role)."""
+        out: list[dict[str, str]] = []
+        pending: list[tuple[str | None, str]] = []
+        for m in [*messages, None]:
+            if m is not None and m["role"] == "tool":
+                pending.append((m.get("name"), m["content"]))
+                continue
+            if pending:
+                out += self.tool_messages(pending)
+                pending = []
+            if m is not None:
+                out.append({"role": m["role"], "content": m["content"]})
+        return out
 
     @staticmethod
     def user_message(text: str) -> dict[str, str]:

@@ -197,6 +197,7 @@ def summarize(trajectories: list[Trajectory], env: Environment, wall_s: float) -
         "simulator_retries": stats.retries,
         "simulator_parse_failures": stats.parse_failures,
         "simulator_rejected": stats.rejected,
+        "simulator_truncated": stats.truncated,
         "simulator_tokens": stats.tokens,
         "tokens_per_s": round(tokens / wall_s, 2) if wall_s > 0 else None,
         "policy_mean_batch": round(env.policy_service.stats.mean_batch, 2),

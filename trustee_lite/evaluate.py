@@ -141,11 +141,10 @@ async def _bfcl_category(category: str, items: list, system: str, service: Gener
 
         async def reply(messages: list[dict]) -> str:
             nonlocal trace, seen
-            rendered = [chat.tool_message(m["name"], m["content"]) if m["role"] == "tool" else m for m in messages]
             if trace is None:
-                trace = TokenTrace(chat, chat.prompt(system, rendered, item.tools))
+                trace = TokenTrace(chat, chat.prompt(system, chat.messages(messages), item.tools))
             else:
-                trace.add_messages(rendered[seen + 1:])
+                trace.add_messages(chat.messages(messages[seen + 1:]))
             completion = await service.generate(GenRequest(
                 prompt_ids=tuple(trace.ids), sampling=Sampling(max_new_tokens=plan.max_new_tokens, temperature=0.0)))
             trace.add_policy(completion.token_ids)

@@ -104,7 +104,7 @@ async def run_episode(
                 reward = sum(r.reward for r in results) / len(results)
                 turns.append(Turn(role="tool", content="", results=results, reward=reward))
                 counts["tool"] += 1
-                new = [policy.chat.tool_message(r.call.name, r.result) for r in results]
+                new = policy.chat.tool_messages([(r.call.name, r.result) for r in results])
             else:
                 if counts["user"] >= limits.max_user_turns:
                     end = "max_user_turns"

@@ -54,6 +54,7 @@ class SimulatorStats:
     retries: int = 0
     parse_failures: int = 0  # answers that were not JSON of the role's schema
     rejected: int = 0  # schema-valid answers that broke a role's own rule
+    truncated: int = 0  # answers cut by max_new_tokens (generated in this run)
     failures: dict[str, int] = field(default_factory=dict)  # abort reason -> count
 
 
@@ -114,6 +115,8 @@ class SimulatorClient:
             self._fail(err.reason)
             raise SimulationFailed(err.reason, f"{call.role}: {err}") from None
         self.stats.tokens += completion.num_tokens
+        if completion.finish_reason == "length":
+            self.stats.truncated += 1
         self.cache.cache_put(key, call.role, completion.text, completion.num_tokens)
         return completion.text
 
