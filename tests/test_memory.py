@@ -50,3 +50,12 @@ def test_peak_is_the_larger_phase_with_context_and_slack():
     e = Estimate(weights=5.0, generation_kv=3.0, lora=1.0, activations=4.0)
     assert (e.generation, e.training) == (8.0, 10.0)
     assert e.peak == pytest.approx(10.0 * (1 + FRAGMENTATION) + CUDA_CONTEXT)
+
+
+def test_logits_only_at_policy_positions():
+    # 2 rows of 5,000 tokens, 1,500 of them the policy's: logits at most at 2 x 1,500 positions of each row
+    full = activation_bytes(QWEN3_8B, 2, 5000, checkpointing=True, kl=False)
+    kept = activation_bytes(QWEN3_8B, 2, 5000, checkpointing=True, kl=False, policy_tokens=1500)
+    assert full - kept == 2 * (5000 - 3000) * 151936 * 10
+    assert activation_bytes(QWEN3_8B, 1, 800, checkpointing=True, kl=False, policy_tokens=1500) == \
+        activation_bytes(QWEN3_8B, 1, 800, checkpointing=True, kl=False)

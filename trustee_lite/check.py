@@ -165,7 +165,8 @@ def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int
         sim_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + s.max_new_tokens
         kv = max(policy_kv, kv_bytes(shape, s.batch_size * sim_tokens))
     lora = lora_training_bytes(lora_params(shape, p.lora.rank, list(p.lora.target_modules)))
-    activations = activation_bytes(shape, t.micro_batch_size, episode_tokens, t.gradient_checkpointing, t.kl_coef > 0)
+    activations = activation_bytes(shape, t.micro_batch_size, episode_tokens, t.gradient_checkpointing, t.kl_coef > 0,
+                                   p.max_response_tokens)
     return Estimate(weights=weights, generation_kv=kv, lora=lora, activations=activations)
 
 

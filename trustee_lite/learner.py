@@ -134,14 +134,20 @@ class Learner:
             return
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = pg_sum = kl_sum = 0.0
+        device = self.model.get_input_embeddings().weight.device
         for micro in _chunks(active, cfg.micro_batch_size):
-            ids, attention, mask, old, adv = _pad(micro)
-            logp = self._logprobs(ids, attention)
+            ids, attention, mask, old, adv = (t.to(device) for t in _pad(micro))
+            # Logits only where some row of the micro-batch has a policy token: the prompt, tool
+            # results and user turns (most of a long episode) never meet the vocabulary-wide
+            # log-softmax, which dominates training memory (check's estimate).
+            keep = mask.any(dim=0).nonzero().squeeze(1)
+            mask, old, adv = mask[:, keep], old[:, keep], adv[:, keep]
+            logp = self._logprobs(ids, attention, keep)
             pg, clipped = clipped_surrogate(logp, old, adv, mask, cfg.clip_ratio, normalizer)
             loss = pg
             if cfg.kl_coef > 0:
                 with torch.no_grad(), self.model.disable_adapter():
-                    ref = self._logprobs(ids, attention)
+                    ref = self._logprobs(ids, attention, keep)
                 kl = kl_low_variance(logp, ref, mask, normalizer)
                 loss = loss + cfg.kl_coef * kl
                 kl_sum += kl.item()
@@ -159,13 +165,19 @@ class Learner:
         total["norms"].append(float(norm))
         total["steps"] += 1
 
-    def _logprobs(self, ids, attention):
-        """Log-probs (at the sampling temperature) of tokens 1..L-1 given their prefixes: (B, L-1)."""
+    def _logprobs(self, ids, attention, positions=None):
+        """Log-probs (at the sampling temperature) of the tokens after `positions` (default: every
+        position but the last, i.e. tokens 1..L-1) given their prefixes: (B, len(positions))."""
         import torch
 
-        logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1]
+        if positions is None:
+            positions = torch.arange(ids.shape[1] - 1, device=ids.device)
+        if getattr(self.backend, "unsloth", False):  # Unsloth's forward takes no position list
+            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, positions]
+        else:
+            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=positions).logits
         logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
-        return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        return logp.gather(-1, ids[:, positions + 1, None]).squeeze(-1)
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, folder: Path, state: dict) -> None:

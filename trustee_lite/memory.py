@@ -82,19 +82,22 @@ def lora_training_bytes(params: int) -> float:
     return 16.0 * params
 
 
-def activation_bytes(shape: Shape, micro_batch: int, tokens: int, checkpointing: bool, kl: bool) -> float:
+def activation_bytes(shape: Shape, micro_batch: int, tokens: int, checkpointing: bool, kl: bool,
+                     policy_tokens: int | None = None) -> float:
     """One micro-batch's forward and backward. Per token, in 16 bits: with checkpointing, one
     hidden state per layer plus one layer recomputed ((4 h + 3 i) values); without, every layer
-    keeps (10 h + 4 i) values (attention through SDPA: no quadratic term). The logits cost 10
-    bytes a vocabulary entry (bf16 logits, their fp32 copy, the fp32 log-softmax), 6 more for
-    the KL reference pass."""
+    keeps (10 h + 4 i) values (attention through SDPA: no quadratic term). Logits are computed
+    only at positions where a row has a policy token (at most micro_batch x policy_tokens of
+    the sequence), 10 bytes a vocabulary entry (bf16 logits, their fp32 copy, the fp32
+    log-softmax), 6 more for the KL reference pass."""
     n = micro_batch * tokens
     h, i = shape.hidden, shape.intermediate
     if checkpointing:
         layers = 2.0 * n * (shape.layers * h + 4 * h + 3 * i)
     else:
         layers = 2.0 * n * shape.layers * (10 * h + 4 * i)
-    return layers + n * shape.vocab * (16.0 if kl else 10.0)
+    kept = tokens if policy_tokens is None else min(tokens, micro_batch * policy_tokens)
+    return layers + micro_batch * kept * shape.vocab * (16.0 if kl else 10.0)
 
 
 @dataclass(frozen=True)
