@@ -144,7 +144,7 @@ def episode_budget(recipe: Recipe, tokenizer) -> dict:
     thinking = {None: "template default", True: "on", False: "off"}[recipe.policy.thinking]
     return {
         "template": f"{tool_format}, tool role '{chat.tool_role}', {'a' if chat.system_role else 'no'} system role, "
-                    f"thinking {thinking}; a two-turn episode renders",
+                    f"thinking: {thinking}; a two-turn episode renders",
         "text": (f"prompt {prompt:,} ({len(tools)} tools) + policy <= {response:,} + tool results <= {tool_turns} x "
                  f"{CALLS_PER_TOOL_TURN} x {per_result} + user <= {user_turns} x {per_user} = {tokens:,} tokens"),
         "tokens": tokens, "first_request": prompt + recipe.policy.max_new_tokens,
