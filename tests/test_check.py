@@ -83,3 +83,18 @@ def test_a_gpu_recipe_without_a_gpu_or_gpu_flag_is_refused(family_dirs, answerin
     recipe = with_tiny_models("laptop-8gb.yaml", family_dirs["qwen3"], tmp_path, answering_server)
     assert main(["check", str(recipe)]) == 2
     assert "this recipe needs an NVIDIA GPU and none is here" in capsys.readouterr().err
+
+
+def test_a_model_without_a_chat_template_is_refused(family_dirs, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = shutil.copytree(family_dirs["llama3"], tmp_path / "base-model")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"policy: {{model: {folder}}}\nsimulator: {{backend: llama_cpp}}\n")
+    assert main(["check", str(recipe)]) == 2
+    assert "r.yaml: policy.model: the policy tokenizer has no chat template" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     try:
         episode = episode_budget(recipe, tokenizer)
     except TemplateError as err:
-        return rows, [f"template: {err}"]
+        return rows, [f"policy.model: {err}"]
     rows += [("template", episode.pop("template")), ("episode", episode.pop("text"))]
     window = shape.window
     unsloth = recipe.policy.load_in_4bit and recipe.policy.unsloth

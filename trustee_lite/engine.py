@@ -13,12 +13,13 @@ import random
 import time
 from dataclasses import dataclass
 
-from .chat import PolicyChat
+from .chat import PolicyChat, TemplateError
 from .curriculum import sample_task_knobs
 from .env import task_generator
 from .env.role import SimulationFailed
 from .env.simulator import SimulatorClient
 from .env.tools import ToolPool, load_pool
+from .errors import UserError
 from .lm import GenerationService, build_backend
 from .lm.quant import require_cuda
 from .metrics import episode_figures
@@ -68,6 +69,14 @@ def load_policy(recipe: Recipe):
                          gradient_checkpointing=recipe.train.gradient_checkpointing)
 
 
+def policy_chat(recipe: Recipe, tokenizer) -> PolicyChat:
+    """The policy's chat renderer; a tokenizer without a chat template is the user's error."""
+    try:
+        return PolicyChat(tokenizer, recipe.policy.thinking)
+    except TemplateError as err:
+        raise UserError(f"{recipe.source}: policy.model", f"{err} (a chat or instruct model is needed)") from None
+
+
 @contextlib.asynccontextmanager
 async def open_environment(recipe: Recipe, store: Store):
     """Load the tool pool and the models, start the generation services; close them after."""
@@ -84,7 +93,7 @@ async def open_environment(recipe: Recipe, store: Store):
             sim_service = policy_service if shared else await stack.enter_async_context(
                 GenerationService(sim_backend, recipe.simulator.batch_size, recipe.simulator.batch_wait_ms / 1000)
             )
-            chat = PolicyChat(policy_backend.tokenizer, recipe.policy.thinking)
+            chat = policy_chat(recipe, policy_backend.tokenizer)
             policy = Policy(policy_service, chat, recipe.policy.temperature, recipe.policy.top_p)
             sim = SimulatorClient(sim_service, store, recipe.simulator)
             yield Environment(recipe, pool, policy, sim, policy_service, sim_service)

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import bfcl, prompts
 from .chat import PolicyChat, TemplateError, TokenTrace
 from .curriculum import knobs_at, pin_fixed
-from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, preflight
+from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, policy_chat, preflight
 from .errors import UserError
 from .lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
 from .metrics import abort_reasons, mean
@@ -113,7 +113,7 @@ async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
     backend = load_policy(recipe)
     try:
         async with GenerationService(backend, recipe.policy.batch_size, recipe.policy.batch_wait_ms / 1000) as service:
-            yield None, service, PolicyChat(backend.tokenizer, recipe.policy.thinking)
+            yield None, service, policy_chat(recipe, backend.tokenizer)
     finally:
         backend.close()
 
