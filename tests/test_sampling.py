@@ -104,7 +104,7 @@ def test_json_schema_applies_after_the_think_block(smol_backend):
     compiler = SchemaCompiler(tok, vocab, smol_backend.eos_ids)
     think = tok("<think>\nThe user wants rain news.\n</think>\n\n", add_special_tokens=False)["input_ids"]
     sampling = [Sampling(200, 1.0, 1.0, seed=3)]
-    sampler = RowSampler(sampling, smol_backend.eos_ids, 0, [compiler.constraint(SCHEMA, thinking=True)], compiler)
+    sampler = RowSampler(sampling, smol_backend.eos_ids, 0, [compiler.constraint(SCHEMA, True, 200)], compiler)
     generator = torch.Generator().manual_seed(0)
     out = []
     for step in range(200):
@@ -128,3 +128,29 @@ def test_without_thinking_the_schema_applies_from_the_first_token(smol_backend):
     assert completion.finish_reason == "stop"
     answer = json.loads(completion.text)
     assert answer["reward"] in (-1, 0, 1) and len(answer["response"]) <= 40
+
+
+def test_string_bounds_fit_the_token_budget():
+    from trustee_lite.lm.constrain import STRUCTURE_TOKENS, fit_to_budget
+
+    schema = {"type": "object", "properties": {"a": {"type": "string", "minLength": 10, "maxLength": 800},
+                                               "b": {"type": "string", "maxLength": 200}, "r": {"type": "integer"}},
+              "required": ["a", "b", "r"]}
+    assert fit_to_budget(schema, 2000) is schema  # 1,000 characters fit 2,000 tokens
+    room = 300 - STRUCTURE_TOKENS - 3 * 4  # 264 characters for the two strings, in proportion 4:1
+    fitted = fit_to_budget(schema, 300)["properties"]
+    assert (fitted["a"]["maxLength"], fitted["b"]["maxLength"]) == (int(800 * room / 1000), int(200 * room / 1000))
+    assert fitted["r"] == {"type": "integer"} and fitted["a"]["minLength"] == 10
+    assert fit_to_budget(schema, 30)["properties"]["a"]["maxLength"] == 10  # never below minLength
+
+
+def test_a_constrained_answer_closes_within_a_small_budget(smol_backend):
+    """Digits tokenize one by one: unfitted, a 1,500-character string could not close in 48 tokens."""
+    schema = {"type": "object", "properties": {"result": {"type": "string", "minLength": 1, "maxLength": 1500},
+                                               "reward": {"type": "integer", "enum": [-1, 0, 1]}},
+              "required": ["result", "reward"]}
+    requests = [GenRequest(messages=({"role": "user", "content": "Write the number 12345678901234567890 many times."},),
+                           json_schema=schema, sampling=Sampling(48, 1.0, 1.0, seed=s)) for s in range(4)]
+    for completion in smol_backend.generate_batch(requests):
+        assert completion.finish_reason == "stop", completion.text
+        assert json.loads(completion.text)["reward"] in (-1, 0, 1)

@@ -15,6 +15,24 @@ import logging
 log = logging.getLogger(__name__)
 
 THINK_END = "</think>"
+STRUCTURE_TOKENS = 24  # braces, keys, separators and the end token of a small JSON object
+
+
+def fit_to_budget(schema: dict, max_new_tokens: int) -> dict:
+    """The schema as the grammar enforces it: string bounds lowered in proportion so that the
+    longest answer closes within `max_new_tokens` (a token is at least one character), so a
+    constrained answer is never cut open. Bounds that already fit are kept; minLength wins."""
+    fields = [f for f in schema.get("properties", {}).values() if f.get("type") == "string" and "maxLength" in f]
+    total = sum(f["maxLength"] for f in fields)
+    room = max_new_tokens - STRUCTURE_TOKENS - 4 * len(schema.get("properties", {}))
+    if total <= room or not fields:
+        return schema
+    scale = max(room, 0) / total
+    properties = {
+        name: ({**f, "maxLength": max(f.get("minLength", 0), int(f["maxLength"] * scale))} if f in fields else f)
+        for name, f in schema["properties"].items()
+    }
+    return {**schema, "properties": properties}
 
 
 class SchemaCompiler:
@@ -29,9 +47,13 @@ class SchemaCompiler:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
         self.compiler = xgr.GrammarCompiler(info, cache_enabled=True)
 
-    def constraint(self, schema: dict, thinking: bool | None) -> RowConstraint | None:
+    def constraint(self, schema: dict, thinking: bool | None, max_new_tokens: int) -> RowConstraint | None:
         """A fresh per-row constraint, or None (with a warning) if xgrammar cannot take the schema:
-        the answer is then parsed defensively, as on a backend without constraints."""
+        the answer is then parsed defensively, as on a backend without constraints. Without
+        thinking the string bounds fit the token budget; with it, the think block's length is
+        unknown, so the answer may still be cut."""
+        if not thinking:
+            schema = fit_to_budget(schema, max_new_tokens)
         try:
             # Fixed separators (", " and ": "): free whitespace lets a model loop on newlines.
             grammar = self.compiler.compile_json_schema(json.dumps(schema, sort_keys=False), any_whitespace=False)

@@ -194,7 +194,8 @@ class TransformersBackend:
 
             vocab = self.model.get_output_embeddings().weight.shape[0]
             self._schemas = SchemaCompiler(self.tokenizer, vocab, self.eos_ids)
-        return [self._schemas.constraint(r.json_schema, r.thinking) if r.json_schema else None for r in requests]
+        return [self._schemas.constraint(r.json_schema, r.thinking, r.sampling.max_new_tokens) if r.json_schema else None
+                for r in requests]
 
     def _completion(self, row, req, prompt, generated, sampler) -> Completion:
         tokens, stopped = [], False
