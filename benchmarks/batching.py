@@ -26,10 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from trustee_lite import prompts  # noqa: E402
-from trustee_lite.chat import PolicyChat  # noqa: E402
+from trustee_lite.config import PolicyConfig  # noqa: E402
+from trustee_lite.env.chat import PolicyChat  # noqa: E402
 from trustee_lite.env.tools import load_pool  # noqa: E402
 from trustee_lite.lm import GenerationService, GenRequest, Sampling, build_backend  # noqa: E402
-from trustee_lite.recipe import PolicyConfig  # noqa: E402
 
 QUERIES = [
     "Can you find me a flight from Boston to Denver next Friday?", "What's the weather in Lisbon tomorrow?",

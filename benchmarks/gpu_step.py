@@ -30,8 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from trustee_lite.learner import Learner, Sample  # noqa: E402
-from trustee_lite.recipe import LoraConfig, TrainConfig  # noqa: E402
+from trustee_lite.config import LoraConfig, TrainConfig  # noqa: E402
+from trustee_lite.lm.hf import attach_lora  # noqa: E402
+from trustee_lite.train.grpo import Sample  # noqa: E402
+from trustee_lite.train.learner import Learner  # noqa: E402
 
 QWEN3_8B = dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
                 intermediate_size=12288, vocab_size=151936, head_dim=128, max_position_embeddings=40960,
@@ -45,6 +47,10 @@ class Holder:
 
     def __init__(self, model):
         self.model = model
+
+    def attach_lora(self, lora, gradient_checkpointing):
+        self.model = attach_lora(self.model, lora, gradient_checkpointing)
+        return self.model
 
 
 def build(tiny: bool, folder: Path):

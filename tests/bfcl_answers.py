@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from trustee_lite.toolcalls import format_call
+from trustee_lite.env.toolcalls import format_call
 
 OMIT = object()
 

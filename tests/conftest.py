@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def smol_backend():
     """The embedded SmolLM2-135M-Instruct through the transformers backend (CPU, fp32)."""
+    from trustee_lite.config import PolicyConfig
     from trustee_lite.lm import build_backend
-    from trustee_lite.recipe import PolicyConfig
 
     backend = build_backend("transformers", PolicyConfig(batch_size=16), "policy")
     yield backend
@@ -30,8 +30,8 @@ def smol_tokenizer(smol_backend):
 @pytest.fixture(scope="session")
 def llama_backend():
     """The embedded model through llama.cpp."""
+    from trustee_lite.config import SimulatorConfig
     from trustee_lite.lm import build_backend
-    from trustee_lite.recipe import SimulatorConfig
 
     backend = build_backend("llama_cpp", SimulatorConfig(n_ctx=2048), "simulator")
     yield backend

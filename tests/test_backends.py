@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import math
+import re
 
 from jsonschema import validate
 

@@ -9,9 +9,9 @@ import json
 import pytest
 from bfcl_answers import answer_calls, answer_text, ground_truth_call, scripted_multi_turn
 
-from trustee_lite import bfcl
+from trustee_lite.env.toolcalls import format_call
 from trustee_lite.errors import UserError
-from trustee_lite.toolcalls import format_call
+from trustee_lite.evaluation import bfcl
 
 LISTED = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "live_simple", "live_multiple")
 PER_CATEGORY = 25
@@ -188,7 +188,7 @@ def test_multi_turn_without_calls_and_past_the_step_limit():
 
 
 def test_call_text_is_python():
-    from trustee_lite.toolcalls import ToolCall
+    from trustee_lite.env.toolcalls import ToolCall
 
     call = ToolCall("mv", {"source": "it's.pdf", "n": 2, "flags": [True, None]})
     assert bfcl.call_text(call) == "mv(source=\"it's.pdf\", n=2, flags=[True, None])"
@@ -198,10 +198,11 @@ def test_eval_multi_turn_keeps_each_turn_as_generated(family_tokenizers, tmp_pat
     """eval makes training's choice: a policy turn stays in the context exactly as generated (a
     Qwen3 think block included) and only the new messages are rendered after it."""
     from scripted import ScriptedBackend
-    from trustee_lite.chat import PolicyChat
-    from trustee_lite.evaluate import Plan, _bfcl_category
+
+    from trustee_lite.config import CurriculumConfig
+    from trustee_lite.env.chat import PolicyChat
+    from trustee_lite.evaluation.evaluate import Plan, _bfcl_category
     from trustee_lite.lm import GenerationService
-    from trustee_lite.recipe import CurriculumConfig
     from trustee_lite.store import Store
 
     tok = family_tokenizers["qwen3"]

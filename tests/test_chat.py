@@ -4,9 +4,9 @@ rendering, and only the policy's own tokens are marked as the policy's."""
 from __future__ import annotations
 
 import pytest
-
 from test_role_output import WEATHER
-from trustee_lite.chat import PolicyChat
+
+from trustee_lite.env.chat import PolicyChat
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_segments_concatenate_to_the_full_rendering(chat, smol_tokenizer):
     ids += gen_1 + chat.continuation([tool_msg], last_token=eos)
     ids += gen_2 + chat.continuation([user_msg], last_token=eos)
 
-    from trustee_lite.chat import hermes_tool_block
+    from trustee_lite.env.chat import hermes_tool_block
 
     full = smol_tokenizer.apply_chat_template(
         [{"role": "system", "content": f"{system}\n\n{hermes_tool_block([WEATHER])}"},
@@ -63,7 +63,7 @@ def test_tool_results_are_wrapped_for_templates_without_tool_support(chat):
 
 
 def test_hermes_block_shows_a_call_of_the_tasks_own_tool():
-    from trustee_lite.chat import example_call, hermes_tool_block
+    from trustee_lite.env.chat import example_call, hermes_tool_block
 
     tool = {"type": "function", "function": {"name": "book_table", "parameters": {
         "type": "object", "properties": {"people": {"type": "integer"}, "name": {"type": "string"},

@@ -6,12 +6,13 @@ import random
 
 import pytest
 
-from trustee_lite.curriculum import Knobs, knob_value, knobs_at, sample_task_knobs
-from trustee_lite.recipe import CurriculumConfig, Knob, KnobTable
+from trustee_lite.config import CurriculumConfig, KnobRule, KnobTable
+from trustee_lite.records import KnobValues
+from trustee_lite.train.curriculum import knob_value, knobs_at, sample_task_knobs
 
 TABLE = KnobTable()
 
-# Hand-computed from DESIGN.md's table, e.g. level 67: num_tools floor(6.7)=6,
+# Hand-computed from the knob table (docs/method.md), e.g. level 67: num_tools floor(6.7)=6,
 # calls floor(2.01)=2, persona floor(1.34)=1, criteria 1+floor(2.68)=3, system floor(2.01)=2,
 # user floor(2.01)=2, assistant max(2, floor(4.02))=4, tool floor(2.01)=2.
 EXPECTED = {
@@ -27,7 +28,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("level", sorted(EXPECTED))
 def test_knobs_at_level_match_the_table(level):
-    assert knobs_at(level, TABLE) == Knobs(*EXPECTED[level])
+    assert knobs_at(level, TABLE) == KnobValues(*EXPECTED[level])
 
 
 def test_level_outside_range_is_clamped():
@@ -37,12 +38,12 @@ def test_level_outside_range_is_clamped():
 
 def test_knob_value_uses_exact_arithmetic():
     # 0.29 * 100 is 28.999999999999996 in floating point; the knob must say 29.
-    assert knob_value(Knob(scale=0.29, min=0, max=100), 100) == 29
-    assert knob_value(Knob(scale=0.06, min=2, max=6), 50) == 3
+    assert knob_value(KnobRule(scale=0.29, min=0, max=100), 100) == 29
+    assert knob_value(KnobRule(scale=0.06, min=2, max=6), 50) == 3
 
 
 def test_knob_value_clamps_to_min_and_max():
-    knob = Knob(scale=0.5, offset=1, min=3, max=7)
+    knob = KnobRule(scale=0.5, offset=1, min=3, max=7)
     assert knob_value(knob, 1) == 3  # 1 + 0 -> raised to min
     assert knob_value(knob, 10) == 6  # 1 + 5
     assert knob_value(knob, 40) == 7  # 1 + 20 -> capped
@@ -89,7 +90,7 @@ def test_fixed_aspects_pin_knobs_at_their_maximum():
         assert knobs.num_tools == 10 and knobs.max_assistant_turns == 6
 
 
-from trustee_lite.curriculum import SuccessEstimator, next_level, success_rewards  # noqa: E402
+from trustee_lite.train.curriculum import SuccessEstimator, next_level, success_rewards  # noqa: E402
 
 
 def test_level_moves_up_when_success_reaches_the_up_threshold():

@@ -44,7 +44,7 @@ def test_4bit_needs_a_transformers_safetensors_model(section, fields, message, t
 
 
 def test_cpu_path_never_imports_gpu_only_packages():
-    code = ("import sys, trustee_lite.trainer, trustee_lite.lm.hf, trustee_lite.lm.llama_cpp, trustee_lite.learner\n"
+    code = ("import sys, trustee_lite.train.loop, trustee_lite.lm.hf, trustee_lite.lm.llama_cpp, trustee_lite.train.learner\n"
             "from trustee_lite.lm import quant\n"
             "assert not quant.unsloth_usable() or __import__('torch').cuda.is_available()\n"
             "bad = sorted(m for m in ('unsloth', 'bitsandbytes') if m in sys.modules)\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trustee_lite.grpo import clipped_surrogate, group_advantages, kl_low_variance, token_advantages
+from trustee_lite.train.grpo import clipped_surrogate, group_advantages, kl_low_variance, token_advantages
 
 
 def approx(values, expected, tol=1e-6):

@@ -9,8 +9,10 @@ import json
 import pytest
 import torch
 
-from trustee_lite.learner import Learner, Sample
-from trustee_lite.recipe import LoraConfig, TrainConfig
+from trustee_lite.config import LoraConfig, TrainConfig
+from trustee_lite.lm.hf import attach_lora
+from trustee_lite.train.grpo import Sample
+from trustee_lite.train.learner import Learner
 
 GOOD = 'User: weather in Paris?\nAssistant: <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
 BAD = "User: weather in Paris?\nAssistant: I cannot help with that, sorry. Please ask someone else."
@@ -21,6 +23,10 @@ class Holder:
 
     def __init__(self, model):
         self.model = model
+
+    def attach_lora(self, lora, gradient_checkpointing):
+        self.model = attach_lora(self.model, lora, gradient_checkpointing)
+        return self.model
 
 
 @pytest.fixture()

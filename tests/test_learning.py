@@ -10,16 +10,17 @@ import re
 import time
 
 from scripted import ScriptedBackend, role_of
-from trustee_lite.chat import PolicyChat
-from trustee_lite.engine import Environment
+
+from trustee_lite.config import parse_recipe
+from trustee_lite.env.chat import PolicyChat
+from trustee_lite.env.episode import Policy
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.env.tools import load_pool
 from trustee_lite.lm import GenerationService
-from trustee_lite.recipe import parse_recipe
-from trustee_lite.rollout import Policy
-from trustee_lite.runstate import open_run
+from trustee_lite.runtime import Runtime
 from trustee_lite.store import Store
-from trustee_lite.trainer import run_training
+from trustee_lite.train.checkpoints import open_run
+from trustee_lite.train.loop import run_training
 
 WEATHER = {"type": "function", "function": {
     "name": "weather", "description": "Current weather for a city.",
@@ -76,8 +77,9 @@ def test_mean_reward_rises(smol_backend, tmp_path):
         async with GenerationService(backend, 16) as policy_service, \
                 GenerationService(ScriptedBackend(simulator)) as sim_service:
             with Store(tmp_path / "db.sqlite") as store:
-                env = Environment(recipe, load_pool(str(tools)), Policy(policy_service, PolicyChat(backend.tokenizer), 1.0, 1.0),
-                                  SimulatorClient(sim_service, store, recipe.simulator), policy_service, sim_service)
+                env = Runtime(recipe, store, load_pool(str(tools)),
+                              Policy(policy_service, PolicyChat(backend.tokenizer), 1.0, 1.0),
+                              SimulatorClient(sim_service, store, recipe.simulator), policy_service, sim_service)
                 state = open_run(store, recipe, tmp_path / "out", recipe.seed, fresh=False)
                 summary = await run_training(env, store, state, tmp_path / "out", recipe.seed, STEPS, time.perf_counter())
                 rewards = [r[0] for r in store.db.execute("SELECT mean_reward FROM steps ORDER BY step")]

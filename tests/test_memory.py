@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from trustee_lite.memory import (CUDA_CONTEXT, FRAGMENTATION, NF4_BYTES, Estimate, Shape, activation_bytes,
-                                 kv_bytes, lora_params, lora_training_bytes, weight_bytes)
+from trustee_lite.memory import (
+    CUDA_CONTEXT,
+    FRAGMENTATION,
+    NF4_BYTES,
+    Estimate,
+    Shape,
+    activation_bytes,
+    kv_bytes,
+    lora_params,
+    lora_training_bytes,
+    weight_bytes,
+)
 
 QWEN3_8B = Shape(layers=36, hidden=4096, intermediate=12288, heads=32, kv_heads=8, head_dim=128, vocab=151936,
                  tied=False, window=40960)

@@ -11,15 +11,16 @@ import sqlite3
 
 import pytest
 import torch
-
 from model_families import FAMILIES
 from test_rollout import CALL, episode, tool, user, verdict
+
 from trustee_lite.__main__ import main
-from trustee_lite.chat import PolicyChat
-from trustee_lite.learner import Learner, samples_from
+from trustee_lite.config import LoraConfig, PolicyConfig, TrainConfig
+from trustee_lite.env.chat import PolicyChat
 from trustee_lite.lm.hf import TransformersBackend
-from trustee_lite.recipe import LoraConfig, PolicyConfig, TrainConfig
 from trustee_lite.store import decode_floats, decode_ints
+from trustee_lite.train.grpo import samples_from
+from trustee_lite.train.learner import Learner
 
 THINK = "<think>\nI need the weather first.\n</think>\n\n"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trustee_lite.__main__ import main
+from trustee_lite.config import load_recipe, parse_recipe
 from trustee_lite.errors import UserError
-from trustee_lite.recipe import load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +126,22 @@ def test_recipe_is_frozen():
 def test_user_error_message_is_place_then_problem():
     err = UserError("recipe.yaml: policy.top_p", "must be > 0, got 0")
     assert str(err) == "recipe.yaml: policy.top_p: must be > 0, got 0"
+
+
+def test_a_recipe_with_three_mistakes_gets_three_lines(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("policy:\n  temperatur: 1.0\nsimulator:\n  backend: openai\ntrain:\n  steps: 0\n", encoding="utf-8")
+    assert main(["simulate", str(recipe), "--db", str(tmp_path / "db.sqlite")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        "recipe.yaml: policy.temperatur: unknown key (did you mean temperature?)",
+        "recipe.yaml: simulator.base_url: is required when backend is openai",
+        "recipe.yaml: train.steps: must be > 0, got 0",
+    ]
+
+
+def test_knob_names_have_one_source():
+    from trustee_lite.config import KNOB_NAMES, KnobTable
+    from trustee_lite.records import KnobValues
+
+    assert tuple(KnobTable.model_fields) == KNOB_NAMES == tuple(KnobValues.__dataclass_fields__)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from trustee_lite.curriculum import knobs_at
+from trustee_lite.config import KnobTable
 from trustee_lite.env import task_generator, tool_simulator, user_simulator, verifier
 from trustee_lite.env.role import RoleOutputError
+from trustee_lite.env.toolcalls import ToolCall
 from trustee_lite.jsontext import loads_lenient, strip_think
-from trustee_lite.recipe import KnobTable
-from trustee_lite.records import Task, Turn
-from trustee_lite.toolcalls import ToolCall
+from trustee_lite.records import Task, TaskDraft, Turn
+from trustee_lite.train.curriculum import knobs_at
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather now.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}
@@ -21,6 +21,12 @@ def make_task(**overrides) -> Task:
                   user_intent="Know if it rains in Paris today.", expected_tool_calls=("get_weather",),
                   user_persona="A busy commuter.", first_user_query="Will it rain in Paris today?")
     return Task(**{**fields, **overrides})
+
+
+def make_draft(task: Task, level: int) -> TaskDraft:
+    """The draft a task slot records, for a task made by make_task."""
+    return TaskDraft(index=task.index, level=level, category=task.category, knobs=task.knobs,
+                     tool_names=task.tool_names, task=task)
 
 
 def user_call():

@@ -8,13 +8,14 @@ import json
 
 from scripted import ScriptedBackend, role_of
 from test_role_output import make_task
-from trustee_lite.chat import PolicyChat
-from trustee_lite.curriculum import knobs_at
+
+from trustee_lite.config import KnobTable, SimulatorConfig
+from trustee_lite.env.chat import PolicyChat
+from trustee_lite.env.episode import EpisodeLimits, Policy, run_episode
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.lm import GenerationService
-from trustee_lite.recipe import KnobTable, SimulatorConfig
-from trustee_lite.rollout import EpisodeLimits, Policy, run_episode
 from trustee_lite.store import Store
+from trustee_lite.train.curriculum import knobs_at
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 LIMITS = dict(max_new_tokens=64, max_response_tokens=512, max_result_chars=512, max_history_chars=4000)
@@ -158,7 +159,7 @@ def test_simulator_failure_aborts_and_keeps_the_trajectory(smol_tokenizer, tmp_p
 def test_simulator_roles_see_the_policy_turns_without_think_blocks_unless_told(smol_tokenizer, tmp_path):
     """strip_thinking (default on): the roles never read the policy's private reasoning; the
     trained tokens keep it either way, and a call written after the think block counts."""
-    from trustee_lite.recipe import SimulatorConfig
+    from trustee_lite.config import SimulatorConfig
 
     assert SimulatorConfig().strip_thinking is True
     first = "<think>\nSECRET-PLAN\n</think>\n\n" + CALL

@@ -7,14 +7,15 @@ import json
 import sqlite3
 
 import pytest
-
-from test_role_output import make_task
+from test_role_output import make_draft, make_task
 from test_store import trajectory
-from trustee_lite.curriculum import SuccessEstimator
+
+from trustee_lite.config import parse_recipe
 from trustee_lite.errors import UserError
-from trustee_lite.recipe import parse_recipe
-from trustee_lite.runstate import checkpoint_dir, open_run, prune_checkpoints, recipe_hash
+from trustee_lite.records import StepRecord
 from trustee_lite.store import Store
+from trustee_lite.train.checkpoints import checkpoint_dir, open_run, prune_checkpoints, recipe_hash
+from trustee_lite.train.curriculum import SuccessEstimator
 
 RECIPE = {"name": "t", "train": {"steps": 5, "tasks_per_step": 1}}
 
@@ -25,7 +26,7 @@ def recipe(**train):
 
 def commit_step(store, run_id, out, step, level, rewards):
     """What the trainer does for one step: its records, its checkpoint, then the step row."""
-    task_id = store.add_task(run_id, make_task(index=step), level, step)
+    task_id = store.add_draft(run_id, make_draft(make_task(index=step), level), step)
     for r in range(2):
         store.add_trajectory(run_id, task_id, dataclasses.replace(trajectory(r), task_index=step), step)
     folder = checkpoint_dir(out, step)
@@ -40,8 +41,10 @@ def step_row(step, level, folder):
     zero = dict.fromkeys(("tasks", "episodes", "aborted", "policy_tokens", "simulator_tokens", "cache_hits",
                           "cache_misses", "samples"), 0)
     seconds = dict.fromkeys(("wall_s", "policy_gen_s", "simulation_s", "training_s", "other_s"), 1.0)
-    return {"step": step, "level": level, "next_level": level + 3, "knobs": "{}", "abort_reasons": "{}",
-            "checkpoint": str(folder), **zero, **seconds}
+    unknown = dict.fromkeys(("mean_reward", "std_reward", "success_batch", "success_rolling", "mean_tool_reward",
+                             "mean_user_reward", "loss", "pg_loss", "kl", "grad_norm", "clip_fraction"))
+    return StepRecord(step=step, level=level, next_level=level + 3, knobs="{}", abort_reasons="{}", learning_rate=0.0,
+                      checkpoint=str(folder), **zero, **seconds, **unknown)
 
 
 def test_fresh_run_starts_at_step_one(tmp_path):
@@ -58,7 +61,7 @@ def test_resume_after_kill_between_checkpoint_and_commit(tmp_path):
         first = open_run(store, recipe(), out, seed=7, fresh=False)
         commit_step(store, first.run_id, out, 1, 1, [1.0, 1.0])
         commit_step(store, first.run_id, out, 2, 4, [1.0, 1.0, 1.0, -1.0])
-        task_id = store.add_task(first.run_id, make_task(index=3), 7, 3)  # step 3, unfinished
+        task_id = store.add_draft(first.run_id, make_draft(make_task(index=3), 7), 3)  # step 3, unfinished
         store.add_trajectory(first.run_id, task_id, dataclasses.replace(trajectory(0), task_index=3), 3)
         checkpoint_dir(out, 3).mkdir(parents=True)
         (out / "checkpoints" / "step-000004.tmp").mkdir()  # a half-written checkpoint

@@ -8,12 +8,12 @@ import json
 
 import pytest
 import torch
-
 from model_families import WINDOW, build_family
-from trustee_lite.learner import Learner
+
+from trustee_lite.config import LoraConfig, PolicyConfig, TrainConfig
 from trustee_lite.lm import ContextLimit, GenerationError, GenRequest, Sampling
 from trustee_lite.lm.hf import RowSampler, TransformersBackend
-from trustee_lite.recipe import LoraConfig, PolicyConfig, TrainConfig
+from trustee_lite.train.learner import Learner
 
 
 @pytest.fixture(scope="module")

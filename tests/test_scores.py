@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from trustee_lite.bfcl import Outcome
-from trustee_lite.evaluate import adapter_step
-from trustee_lite.scores import compare_table, variant_table
+from trustee_lite.evaluation.bfcl import Outcome
+from trustee_lite.evaluation.evaluate import adapter_step
+from trustee_lite.evaluation.tables import compare_table, variant_table
 from trustee_lite.store import Store
 
 BASE = {"adapter": None, "adapter_step": None, "benchmark": "bfcl", "category": "simple_python", "count": 20,

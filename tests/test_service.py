@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from scripted import ScriptedBackend
+
 from trustee_lite.lm import GenerationError, GenerationService, GenRequest, Sampling
 
 

@@ -6,11 +6,12 @@ import asyncio
 
 from scripted import ScriptedBackend
 from test_role_output import make_task
+
+from trustee_lite.config import SimulatorConfig
 from trustee_lite.env import user_simulator
 from trustee_lite.env.role import SimulationFailed
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.lm import GenerationService
-from trustee_lite.recipe import SimulatorConfig
 from trustee_lite.records import Turn
 from trustee_lite.store import Store
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from test_role_output import make_draft, make_task
 
-from test_role_output import make_task
+from trustee_lite.env.toolcalls import ToolCall
 from trustee_lite.errors import UserError
 from trustee_lite.records import ToolResult, Trajectory, Turn
 from trustee_lite.store import Store, decode_floats, decode_ints, encode_floats, encode_ints
-from trustee_lite.toolcalls import ToolCall
 
 
 def trajectory(rollout=0) -> Trajectory:
@@ -35,7 +35,7 @@ def test_trajectory_and_turns_are_recorded(tmp_path):
     path = tmp_path / "run.sqlite"
     with Store(path) as store:
         run = store.start_run("simulate", "t", 0, {"a": 1})
-        task_id = store.add_task(run, make_task(), level=1)
+        task_id = store.add_draft(run, make_draft(make_task(), level=1))
         traj_id = store.add_trajectory(run, task_id, trajectory())
         store.finish_run(run, "done", {"episodes": 1})
         assert store.integrity_ok()
@@ -71,3 +71,13 @@ def test_unopenable_database_is_a_user_error(tmp_path):
     (tmp_path / "not_a_db.sqlite").write_text("this is text, not SQLite " * 100)
     with pytest.raises(UserError, match="cannot open"):
         Store(tmp_path / "not_a_db.sqlite")
+
+
+def test_the_step_record_has_the_columns_of_the_steps_table(tmp_path):
+    from dataclasses import fields
+
+    from trustee_lite.records import StepRecord
+
+    with Store(tmp_path / "db.sqlite") as store:
+        columns = list(store.db["steps"].columns_dict)
+    assert [f.name for f in fields(StepRecord)] == [c for c in columns if c not in ("id", "run_id", "created")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from trustee_lite.chat import PolicyChat, TemplateError, TokenTrace, hermes_tool_block
+from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace, hermes_tool_block
 
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
                                          "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

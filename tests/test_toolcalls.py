@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trustee_lite.toolcalls import format_call, parse_turn
+from trustee_lite.env.toolcalls import format_call, parse_turn
 
 
 def test_single_valid_call():

@@ -1,4 +1,5 @@
-"""The one exception type for user errors: a line naming the place, exit status 2 at the CLI."""
+"""The exception type for user errors: a line naming the place (one line per problem when
+several are found at once), exit status 2 at the CLI."""
 
 from __future__ import annotations
 
@@ -14,3 +15,12 @@ class UserError(Exception):
         self.place = place
         self.message = message
         super().__init__(f"{place}: {message}")
+
+
+class UserErrors(UserError):
+    """Several problems found at once (a recipe with several mistakes): one line each."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        self.place, _, self.message = self.lines[0].partition(": ")
+        Exception.__init__(self, "\n".join(self.lines))

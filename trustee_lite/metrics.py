@@ -5,20 +5,27 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from .records import Trajectory
+from trustee_lite.records import Trajectory
 
 
 def mean(values) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
     values = [v for v in values if v is not None]
-    return round(sum(values) / len(values), 4) if values else None
+    return sum(values) / len(values) if values else None
 
 
 def std(values) -> float | None:
+    """The sample standard deviation (n - 1) of the values that are not None; None below two."""
     values = [v for v in values if v is not None]
     if len(values) < 2:
         return None
     m = sum(values) / len(values)
-    return round(math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)), 4)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    """For records and summaries: 4 decimals (None stays None)."""
+    return None if value is None else round(value, digits)
 
 
 def abort_reasons(trajectories: Sequence[Trajectory]) -> dict[str, int]:
@@ -36,11 +43,11 @@ def episode_figures(trajectories: Sequence[Trajectory]) -> dict:
         "episodes": len(trajectories),
         "aborted": len(trajectories) - len(valid),
         "abort_reasons": abort_reasons(trajectories),
-        "mean_reward": mean(t.final_reward for t in valid),
-        "std_reward": std(t.final_reward for t in valid),
-        "success_rate": mean(1.0 if t.final_reward > 0 else 0.0 for t in valid),
-        "mean_tool_reward": mean(r for t in valid for r in t.rewards("tool")),
-        "mean_user_reward": mean(r for t in valid for r in t.rewards("user")),
+        "mean_reward": rounded(mean(t.final_reward for t in valid)),
+        "std_reward": rounded(std(t.final_reward for t in valid)),
+        "success_rate": rounded(mean(1.0 if t.final_reward > 0 else 0.0 for t in valid)),
+        "mean_tool_reward": rounded(mean(r for t in valid for r in t.rewards("tool"))),
+        "mean_user_reward": rounded(mean(r for t in valid for r in t.rewards("user"))),
         "policy_tokens": sum(t.policy_tokens for t in trajectories),
     }
 

@@ -1,12 +1,26 @@
-"""The data that crosses module boundaries: tasks, turns, trajectories."""
+"""The data that crosses module boundaries, in the order the method makes it: knob values,
+task drafts and tasks, tool calls, turns, trajectories, and the record of a training step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .curriculum import Knobs
-from .toolcalls import ToolCall
+
+@dataclass(frozen=True)
+class KnobValues:
+    """Every difficulty knob's value for one task (from a level; config.KnobRule is the rule)."""
+
+    num_tools: int
+    num_calls: int  # approximate number of distinct tool calls the task needs
+    persona: int  # 0 expert, 1 beginner, 2 novice
+    ambiguity: int  # 0 clear, 1 somewhat ambiguous, 2 highly ambiguous
+    turns: int  # expected turns: 0 one or two, 1 a few, 2 many
+    num_criteria: int  # verifier criteria judged (the first n of 5)
+    system_prompt: int  # 0 detailed guide ... 3 "You are a helpful assistant."
+    max_user_turns: int
+    max_assistant_turns: int
+    max_tool_turns: int
 
 
 @dataclass(frozen=True)
@@ -14,7 +28,7 @@ class Task:
     index: int  # position of the task in its run
     category: str
     tools: tuple[dict[str, Any], ...] = field(hash=False)
-    knobs: Knobs
+    knobs: KnobValues
     user_intent: str
     expected_tool_calls: tuple[str, ...]
     user_persona: str
@@ -23,6 +37,32 @@ class Task:
     @property
     def tool_names(self) -> tuple[str, ...]:
         return tuple(t["function"]["name"] for t in self.tools)
+
+
+@dataclass(frozen=True)
+class TaskDraft:
+    """One task slot as drawn: its level, knobs and tools, and the generator's task or, when it
+    gave no usable one, why (`failure`). Recorded as is, played only when `task` is set."""
+
+    index: int
+    level: int
+    category: str
+    knobs: KnobValues
+    tool_names: tuple[str, ...]
+    task: Task | None = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str | None
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+    raw: str = ""
+    error: str | None = None  # why the call is malformed; None for a well-formed call
+
+    @property
+    def malformed(self) -> bool:
+        return self.error is not None
 
 
 @dataclass(frozen=True)
@@ -65,8 +105,53 @@ class Trajectory:
 
     @property
     def has_tool_call(self) -> bool:
-        return any(t.calls for t in self.turns if t.role == "assistant")
+        return has_tool_call(self.turns)
 
     def rewards(self, role: str) -> list[float]:
         """Per-turn rewards of the tool or user turns."""
         return [t.reward for t in self.turns if t.role == role and t.reward is not None]
+
+
+def has_tool_call(turns) -> bool:
+    """Whether any assistant turn made a tool call (a trajectory without one gets -1)."""
+    return any(t.calls for t in turns if t.role == "assistant")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One committed training step: a row of the `steps` table (same names, same order)."""
+
+    step: int
+    level: int
+    next_level: int
+    knobs: str  # JSON of the knob values at `level`
+    tasks: int  # tasks the generator filled
+    episodes: int
+    aborted: int
+    abort_reasons: str  # JSON: reason -> count
+    mean_reward: float | None
+    std_reward: float | None
+    success_batch: float | None
+    success_rolling: float | None
+    mean_tool_reward: float | None
+    mean_user_reward: float | None
+    policy_tokens: int
+    simulator_tokens: int
+    cache_hits: int
+    cache_misses: int
+    samples: int
+    loss: float | None
+    pg_loss: float | None
+    kl: float | None
+    grad_norm: float | None
+    learning_rate: float
+    clip_fraction: float | None
+    wall_s: float
+    policy_gen_s: float
+    simulation_s: float
+    training_s: float
+    other_s: float
+    checkpoint: str
+
+    def row(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

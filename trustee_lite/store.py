@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from .errors import UserError
-from .records import Task, Trajectory, Turn
+from trustee_lite.errors import UserError
+from trustee_lite.metrics import mean
+from trustee_lite.records import StepRecord, TaskDraft, Trajectory, Turn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -157,9 +158,10 @@ class Store:
             self.db.execute("DELETE FROM tasks WHERE run_id = ? AND step > ?", [run_id, step])
         return removed
 
-    def add_step(self, run_id: int, record: dict[str, Any]) -> None:
+    def add_step(self, run_id: int, record: StepRecord) -> None:
+        """Commit a training step (its row is what makes it count on resume)."""
         with self.db.atomic():
-            self.db["steps"].insert({"run_id": run_id, **record, "created": time.time()})
+            self.db["steps"].insert({"run_id": run_id, **record.row(), "created": time.time()})
 
     def run_totals(self, run_id: int) -> dict[str, Any]:
         """Episode counts and mean reward over the committed steps of a run."""
@@ -173,28 +175,23 @@ class Store:
         with self.db.atomic():
             self.db["runs"].update(run_id, {"status": status, "finished": time.time(), "summary": _json(summary)})
 
-    def add_task(self, run_id: int, task: Task, level: int, step: int | None = None) -> int:
-        return self._insert_task(run_id, step, task.index, task.category, level, task.knobs, task.tool_names, {
+    def add_draft(self, run_id: int, draft: TaskDraft, step: int | None = None) -> int:
+        """Record a task slot: its task, or the generator's failure."""
+        task = draft.task
+        fields = {"status": "failed", "failure": draft.failure} if task is None else {
             "status": "ok", "user_intent": task.user_intent, "expected_tool_calls": _json(task.expected_tool_calls),
             "user_persona": task.user_persona, "first_user_query": task.first_user_query,
-        })
-
-    def add_failed_task(self, run_id: int, index: int, category: str, level: int, knobs, tool_names, failure: str,
-                        step: int | None = None) -> int:
-        return self._insert_task(run_id, step, index, category, level, knobs, tool_names,
-                                 {"status": "failed", "failure": failure})
-
-    def _insert_task(self, run_id, step, index, category, level, knobs, tool_names, fields) -> int:
+        }
         with self.db.atomic():
             return self.db["tasks"].insert({
-                "run_id": run_id, "step": step, "task_index": index, "category": category, "level": level,
-                "knobs": _json(knobs.__dict__), "tools": _json(list(tool_names)), **fields,
+                "run_id": run_id, "step": step, "task_index": draft.index, "category": draft.category,
+                "level": draft.level, "knobs": _json(draft.knobs.__dict__), "tools": _json(list(draft.tool_names)),
+                **fields,
             }).last_pk
 
     def add_trajectory(self, run_id: int, task_id: int | None, traj: Trajectory, step: int | None = None) -> int:
         """Write a trajectory and its turns in one transaction."""
         count = {role: sum(t.role == role for t in traj.turns) for role in ("assistant", "tool", "user")}
-        tool_r, user_r = traj.rewards("tool"), traj.rewards("user")
         with self.db.atomic():
             traj_id = self.db["trajectories"].insert({
                 "run_id": run_id, "step": step, "task_id": task_id, "task_index": traj.task_index,
@@ -202,8 +199,7 @@ class Store:
                 "end_reason": traj.end_reason, "abort_reason": traj.abort_reason,
                 "verifier_reasoning": traj.verifier_reasoning, "assistant_turns": count["assistant"],
                 "tool_turns": count["tool"], "user_turns": count["user"],
-                "mean_tool_reward": sum(tool_r) / len(tool_r) if tool_r else None,
-                "mean_user_reward": sum(user_r) / len(user_r) if user_r else None,
+                "mean_tool_reward": mean(traj.rewards("tool")), "mean_user_reward": mean(traj.rewards("user")),
                 "prompt_tokens": traj.prompt_tokens, "policy_tokens": traj.policy_tokens,
                 "total_tokens": len(traj.token_ids), "token_ids": encode_ints(traj.token_ids),
                 "policy_mask": encode_ints(traj.policy_mask), "logprobs": encode_floats(traj.logprobs),

@@ -12,8 +12,8 @@ from typing import Any, Callable, Generic, TypeVar
 
 from jsonschema import Draft202012Validator
 
-from ..jsontext import loads_lenient
-from ..records import Turn
+from trustee_lite.jsontext import loads_lenient
+from trustee_lite.records import Turn
 
 Out = TypeVar("Out")
 

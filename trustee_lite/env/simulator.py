@@ -10,12 +10,12 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from ..jsontext import strip_think
-from ..lm import GenerationError, GenerationService, GenRequest, Sampling
-from ..recipe import SimulatorConfig
-from ..records import Turn
-from ..seeds import derive_seed
-from .role import RoleCall, RoleOutputError, SimulationFailed
+from trustee_lite.config import SimulatorConfig
+from trustee_lite.env.role import RoleCall, RoleOutputError, SimulationFailed
+from trustee_lite.jsontext import strip_think
+from trustee_lite.lm import GenerationError, GenerationService, GenRequest, Sampling
+from trustee_lite.records import Turn
+from trustee_lite.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 Out = TypeVar("Out")
@@ -56,6 +56,15 @@ class SimulatorStats:
     rejected: int = 0  # schema-valid answers that broke a role's own rule
     truncated: int = 0  # answers cut by max_new_tokens (generated in this run)
     failures: dict[str, int] = field(default_factory=dict)  # abort reason -> count
+
+    def figures(self) -> dict:
+        """The simulator's part of a run summary."""
+        return {
+            "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
+            "cache_hit_rate": round(self.cache_hits / self.calls, 4) if self.calls else None,
+            "simulator_retries": self.retries, "simulator_parse_failures": self.parse_failures,
+            "simulator_rejected": self.rejected, "simulator_truncated": self.truncated, "simulator_tokens": self.tokens,
+        }
 
 
 class SimulatorClient:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import prompts
-from ..curriculum import Knobs
-from ..records import Task
-from .role import RoleCall, RoleOutputError, single_prompt, text_field, tools_json
+from trustee_lite import prompts
+from trustee_lite.env.role import RoleCall, RoleOutputError, single_prompt, text_field, tools_json
+from trustee_lite.records import KnobValues, Task
 
 ROLE = "task_generator"
 
@@ -29,7 +28,7 @@ TURNS = {
 }
 
 
-def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs: Knobs) -> RoleCall[Task]:
+def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs: KnobValues) -> RoleCall[Task]:
     names = [t["function"]["name"] for t in tools]
     schema = {
         "type": "object",

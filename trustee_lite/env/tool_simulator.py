@@ -12,10 +12,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .. import prompts
-from ..records import Task, Turn
-from ..toolcalls import ToolCall
-from .role import REWARD, RoleCall, single_prompt, text_field, transcript
+from trustee_lite import prompts
+from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, transcript
+from trustee_lite.env.toolcalls import ToolCall
+from trustee_lite.records import Task, Turn
 
 ROLE = "tool_simulator"
 

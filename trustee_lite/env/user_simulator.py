@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import prompts
-from ..records import Task, Turn
-from .role import REWARD, RoleCall, single_prompt, text_field, tools_json, transcript
+from trustee_lite import prompts
+from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json, transcript
+from trustee_lite.records import Task, Turn
 
 ROLE = "user_simulator"
 

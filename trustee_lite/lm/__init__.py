@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..recipe import ModelConfig
-from .base import Backend, Completion, ContextLimit, GenerationError, GenRequest, Sampling
-from .service import GenerationService
+from trustee_lite.config import ModelConfig
+from trustee_lite.lm.base import Backend, Completion, ContextLimit, GenerationError, GenRequest, Sampling
+from trustee_lite.lm.service import GenerationService
 
 __all__ = ["Backend", "Completion", "ContextLimit", "GenerationError", "GenRequest", "GenerationService", "Sampling", "build_backend"]
 
@@ -13,15 +13,15 @@ def build_backend(backend: str, cfg: ModelConfig, place: str, adapter: str | Non
     """Load a backend; heavy and optional packages are imported only here, when needed.
     `policy` (lora, seed, gradient_checkpointing) goes to the transformers backend of the policy."""
     if backend == "transformers":
-        from .hf import TransformersBackend
+        from trustee_lite.lm.hf import TransformersBackend
 
         return TransformersBackend(cfg, place, adapter=adapter, **policy)
     if backend == "openai":
-        from .remote import OpenAIBackend
+        from trustee_lite.lm.remote import OpenAIBackend
 
         return OpenAIBackend(cfg, place)
     if backend == "llama_cpp":
-        from .llama_cpp import LlamaCppBackend
+        from trustee_lite.lm.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(cfg, place)
     raise ValueError(f"unknown backend {backend!r}")

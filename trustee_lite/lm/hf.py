@@ -7,11 +7,11 @@ import contextlib
 import logging
 from pathlib import Path
 
-from ..errors import UserError
-from ..recipe import ModelConfig
-from . import quant
-from .base import Completion, ContextLimit, GenerationError, GenRequest
-from .models import locate
+from trustee_lite.config import ModelConfig
+from trustee_lite.errors import UserError
+from trustee_lite.lm import quant
+from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest
+from trustee_lite.lm.models import locate
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ class TransformersBackend:
             warnings.simplefilter("ignore", FutureWarning)
             self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
 
+    def attach_lora(self, lora, gradient_checkpointing: bool):
+        """Put a trainable LoRA adapter on the model this backend serves (keep training the
+        recipe's starting adapter, or Unsloth's, when there is one) and return the model."""
+        self.model = attach_lora(self.model, lora, gradient_checkpointing and not self.unsloth)
+        return self.model
+
     def set_mode(self, training: bool) -> None:
         """Before and after a training update: Unsloth switches between its two paths."""
         if self.unsloth:
@@ -122,7 +128,7 @@ class TransformersBackend:
         return (request.adapter and self.has_adapter,)
 
     def encode_messages(self, messages, thinking: bool | None = None) -> list[int]:
-        from ..chat import template_kwargs
+        from trustee_lite.env.chat import template_kwargs
 
         kwargs = template_kwargs(self.tokenizer.chat_template or "", thinking)
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True, **kwargs)
@@ -190,7 +196,7 @@ class TransformersBackend:
         if not any(r.json_schema for r in requests):
             return [None] * len(requests)
         if self._schemas is None:
-            from .constrain import SchemaCompiler
+            from trustee_lite.lm.constrain import SchemaCompiler
 
             vocab = self.model.get_output_embeddings().weight.shape[0]
             self._schemas = SchemaCompiler(self.tokenizer, vocab, self.eos_ids)
@@ -215,6 +221,29 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+def attach_lora(model, lora, gradient_checkpointing: bool):
+    """`model` with a trainable LoRA adapter (PEFT): a PEFT model keeps its adapter and trains
+    it; any other gets a new one from the recipe's LoRA settings. In eval mode, as generation wants."""
+    import warnings
+
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+    else:
+        config = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+        with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, config)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model.eval()
 
 
 class RowSampler:

@@ -6,10 +6,10 @@ import json
 import logging
 import os
 
-from ..errors import UserError
-from ..recipe import ModelConfig, SimulatorConfig
-from .base import Completion, ContextLimit, GenerationError, GenRequest
-from .models import locate
+from trustee_lite.config import ModelConfig, SimulatorConfig
+from trustee_lite.errors import UserError
+from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest
+from trustee_lite.lm.models import locate
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..recipe import EMBEDDED, ModelConfig
-from .embedded import embedded_gguf
+from trustee_lite.config import EMBEDDED, ModelConfig
+from trustee_lite.lm.embedded import embedded_gguf
 
 
 @dataclass(frozen=True)

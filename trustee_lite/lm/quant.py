@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import UserError
+from trustee_lite.errors import UserError
 
 GPU_EXTRA = "pip install 'trustee-lite[gpu]'"
 

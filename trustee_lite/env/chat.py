@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .env.role import tools_json
-from .toolcalls import OPEN, format_call
+from trustee_lite.env.role import tools_json
+from trustee_lite.env.toolcalls import OPEN, format_call
 
 _MARK = "\u2063TRUSTEE\u2063"  # placeholder assistant content, never in real text
 

@@ -11,21 +11,55 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import prompts
-from .chat import PolicyChat, TemplateError, TokenTrace, example_call
-from .env.role import tools_json
-from .env.tools import load_pool
-from .lm.models import locate
-from .memory import GIB, Estimate, Shape, activation_bytes, kv_bytes, lora_params, lora_training_bytes, weight_bytes
-from .recipe import EMBEDDED, Recipe
-from .toolcalls import format_call
+from trustee_lite import prompts
+from trustee_lite.cli import add_recipe, positive_float
+from trustee_lite.config import EMBEDDED, Recipe
+from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace, example_call
+from trustee_lite.env.role import tools_json
+from trustee_lite.env.toolcalls import format_call
+from trustee_lite.env.tools import load_pool
+from trustee_lite.lm.models import locate
+from trustee_lite.memory import (
+    GIB,
+    Estimate,
+    Shape,
+    activation_bytes,
+    kv_bytes,
+    lora_params,
+    lora_training_bytes,
+    weight_bytes,
+)
 
+HELP = "preflight: model files, chat template, token budget, memory estimate; loads no weights"
 UNSLOTH_MAX_SEQ_LENGTH = 8192  # as in lm/hf.py, without importing the backend
 CALLS_PER_TOOL_TURN = 3  # the reference's cap on parallel calls in one assistant turn
 USER_REPLY_CHARS = 600  # the user simulator's reply bound (its JSON schema)
+
+
+def add_arguments(parser) -> None:
+    add_recipe(parser, seed_help=None)
+    parser.add_argument("--gpu", type=positive_float, default=None, metavar="GIB",
+                        help="compare the memory estimate with a card of this many GiB (default: this machine's GPU)")
+
+
+def run(args) -> int:
+    from trustee_lite.config import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    missing = missing_models(recipe)
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
+        return 2
+    rows, problems = run_check(recipe, args.gpu)
+    print(format_table(rows), flush=True)
+    for problem in problems:
+        print(f"{recipe.source}: {problem}", file=sys.stderr)
+    print("the recipe can run" if not problems else "the recipe cannot run as it is", file=sys.stderr)
+    return 0 if not problems else 2
 
 
 @dataclass(frozen=True)
@@ -68,7 +102,7 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     """(table rows, problems); call after missing_models() came back empty."""
     found = {name: find_model(recipe, name) for name in ("policy", "simulator")}
     if recipe.simulator.backend == "openai":
-        from .lm.remote import check_reachable
+        from trustee_lite.lm.remote import check_reachable
 
         check_reachable(recipe.simulator, f"{recipe.source}: simulator")
     from transformers import AutoConfig, AutoTokenizer
@@ -108,14 +142,9 @@ def _simulator_row(recipe: Recipe, found) -> str:
     sim = recipe.simulator
     if sim.backend == "openai":
         return f"{sim.model} on {sim.base_url} (reachable)"
-    if _shared(recipe):
+    if recipe.shared_weights:
         return "the policy's weights with the adapter off (one copy)"
     return f"{found.label} ({sim.backend})"
-
-
-def _shared(recipe: Recipe) -> bool:
-    p, s = recipe.policy, recipe.simulator
-    return s.backend == "transformers" and (p.model, p.gguf_file, p.load_in_4bit) == (s.model, s.gguf_file, s.load_in_4bit)
 
 
 def episode_budget(recipe: Recipe, tokenizer) -> dict:
@@ -156,7 +185,7 @@ def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int
     weights = weight_bytes(shape, p.load_in_4bit, _bytes_per_param(recipe))
     policy_kv = kv_bytes(shape, p.batch_size * episode_tokens)
     kv = policy_kv
-    if _shared(recipe):  # one worker: a simulator batch never runs beside a policy batch
+    if recipe.shared_weights:  # one worker: a simulator batch never runs beside a policy batch
         history = ("The user asked for help and the assistant called a tool. " * 200)[: s.max_history_chars]
         pool = load_pool(recipe.tools.file, recipe.tools.categories, recipe.source)
         _, tools = pool.sample(recipe.curriculum.knobs.num_tools.max, random.Random(0))

@@ -1,13 +1,17 @@
-"""GRPO as small pure functions: group advantages, the clipped surrogate, the KL penalty.
+"""GRPO in one place, as small pure functions: group advantages, the training samples they
+make, the clipped surrogate and the KL penalty. (learner.py runs them on the model: forward,
+backward, optimizer step.)
 
-Advantages are plain Python (no torch). The loss functions take tensors of per-token values
-(log-probs, masks) and never see a model.
+Advantages and samples are plain Python (no torch). The loss functions take tensors of
+per-token values (log-probs, masks) and never see a model.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Sequence
+
+from trustee_lite.metrics import mean, std
 
 ADV_EPS = 1e-6
 
@@ -19,12 +23,39 @@ def group_advantages(rewards: Sequence[float | None]) -> list[float]:
     fewer than two valid rollouts carries no signal: every advantage is 0. The std is the sample
     std (n - 1), as in the reference implementation (verl).
     """
-    valid = [r for r in rewards if r is not None]
-    if len(valid) < 2:
+    spread = std(rewards)
+    if spread is None:  # fewer than two valid rollouts
         return [0.0] * len(rewards)
-    mean = sum(valid) / len(valid)
-    std = math.sqrt(sum((r - mean) ** 2 for r in valid) / (len(valid) - 1))
-    return [0.0 if r is None else (r - mean) / (std + ADV_EPS) for r in rewards]
+    centre = mean(rewards)
+    return [0.0 if r is None else (r - centre) / (spread + ADV_EPS) for r in rewards]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One trajectory as training data."""
+
+    token_ids: tuple[int, ...]
+    policy_mask: tuple[int, ...]
+    old_logprobs: tuple[float, ...]  # recorded when the policy sampled the tokens
+    advantage: float
+
+
+def training_samples(groups) -> list[Sample]:
+    """The samples of one step: each task's rollouts (a group) get their group advantages,
+    spread later over the policy's own tokens."""
+    trajectories = [t for group in groups for t in group]
+    advantages = [a for group in groups for a in group_advantages([t.final_reward for t in group])]
+    return samples_from(trajectories, advantages)
+
+
+def samples_from(trajectories, advantages) -> list[Sample]:
+    """Training samples: trajectories that are not aborted and have policy tokens."""
+    out = []
+    for traj, adv in zip(trajectories, advantages):
+        if traj.aborted or adv is None or not traj.policy_tokens:
+            continue
+        out.append(Sample(traj.token_ids, traj.policy_mask, traj.logprobs, adv))
+    return out
 
 
 def token_advantages(advantage: float, policy_mask: Sequence[int]) -> list[float]:

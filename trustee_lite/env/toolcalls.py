@@ -8,24 +8,14 @@ Only the text after a think block (``<think>...</think>``) counts.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .jsontext import first_object, strip_fence, strip_think
+from trustee_lite.jsontext import first_object, strip_fence, strip_think
+from trustee_lite.records import ToolCall
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str | None
-    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
-    raw: str = ""
-    error: str | None = None  # why the call is malformed; None for a well-formed call
-
-    @property
-    def malformed(self) -> bool:
-        return self.error is not None
+__all__ = ["OPEN", "CLOSE", "ToolCall", "ParsedTurn", "parse_turn", "parse_block", "call_from_object", "format_call"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The learning loop (DESIGN.md §1 Stage III): tasks at the curriculum's level -> rollouts ->
+"""The learning loop (docs/method.md, Stage III): tasks at the curriculum's level -> rollouts ->
 verifier rewards -> GRPO update of the LoRA adapter -> checkpoint -> curriculum move.
 
 A step is committed when its row lands in the `steps` table; its checkpoint is written just
-before. A run killed at any moment resumes from the last committed step (runstate.py). Tasks
+before. A run killed at any moment resumes from the last committed step (checkpoints.py). Tasks
 for step k + 1 are generated while step k trains (tasks only: every trajectory comes from the
 current policy).
 """
@@ -17,16 +17,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .curriculum import knobs_at, next_level, success_rewards
-from .engine import Environment, aborted_without_task, make_task, open_environment, play_task, preflight
-from .grpo import group_advantages
-from .learner import Learner, samples_from
-from .metrics import episode_figures, mean, time_split
-from .progress import bar, say
-from .recipe import Recipe
-from .records import Trajectory
-from .runstate import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
-from .store import Store
+from trustee_lite.config import Recipe
+from trustee_lite.metrics import episode_figures, mean, rounded, time_split
+from trustee_lite.progress import bar, say
+from trustee_lite.records import StepRecord, TaskDraft, Trajectory
+from trustee_lite.runtime import Runtime, open_runtime, preflight
+from trustee_lite.store import Store
+from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
+from trustee_lite.train.curriculum import knobs_at, next_level, success_rewards
+from trustee_lite.train.grpo import training_samples
+from trustee_lite.train.learner import Learner
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
         say(f"resuming run {state.run_id} at step {state.next_step} (level {state.level}"
                          + (f"; {state.discarded} trajectories of the unfinished step dropped" if state.discarded else "")
                          + ")")
-    async with open_environment(recipe, store) as env:
-        return await run_training(env, store, state, out_dir, seed, steps or recipe.train.steps, start)
+    async with open_runtime(recipe, store) as runtime:
+        return await run_training(runtime, store, state, out_dir, seed, steps or recipe.train.steps, start)
 
 
 @dataclass
@@ -86,10 +86,12 @@ class _StopOnInterrupt:
         self.loop.remove_signal_handler(signal.SIGINT)
 
 
-async def run_training(env: Environment, store: Store, state: RunState, out_dir: Path, seed: int,
+async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir: Path, seed: int,
                        total_steps: int, start: float) -> dict:
-    recipe, cfg, cur = env.recipe, env.recipe.train, env.recipe.curriculum
-    service = env.policy_service
+    """The steps, each in the method's order: tasks -> rollouts -> rewards and advantages ->
+    update -> checkpoint -> the step's record (its commit point) -> curriculum move."""
+    recipe, cfg, cur = runtime.recipe, runtime.recipe.train, runtime.recipe.curriculum
+    service = runtime.policy_service
     learner = await service.run_exclusive(Learner, service.backend, recipe.policy.lora, cfg,
                                           recipe.policy.temperature, seed)
     if state.checkpoint is not None:
@@ -100,11 +102,10 @@ async def run_training(env: Environment, store: Store, state: RunState, out_dir:
     prefetch: asyncio.Task | None = None
     status = "done"
 
-    def tasks_for(step: int, at_level: int) -> asyncio.Task:
+    def drafts_for(step: int, at_level: int) -> asyncio.Task:
         first = (step - 1) * cfg.tasks_per_step
         return asyncio.ensure_future(asyncio.gather(*(
-            make_task(env, first + slot, at_level, seed, cfg.task_attempts, cur.step)
-            for slot in range(cfg.tasks_per_step))))
+            runtime.draft_slot(first + slot, at_level, seed) for slot in range(cfg.tasks_per_step))))
 
     with _StopOnInterrupt() as stop:
         try:
@@ -113,46 +114,33 @@ async def run_training(env: Environment, store: Store, state: RunState, out_dir:
                     status = "interrupted"
                     break
                 step_start = time.perf_counter()
-                marks = _marks(env)
+                marks = _marks(runtime)
                 log.info("step %d: tasks (level %d)", step, level)
-                drafted = await (prefetch or tasks_for(step, level))
+                drafts = await (prefetch or drafts_for(step, level))
                 prefetch = None
                 log.info("step %d: rollouts", step)
-                groups = await _rollouts(env, store, state.run_id, step, total_steps, drafted, seed)
+                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed)
+                # Success moves the curriculum; the next step's tasks are drafted at the new level
+                # while this step trains (tasks only: every trajectory comes from the current policy).
                 flat = [t for g in groups for t in g]
-                advantages = [a for g in groups for a in group_advantages([t.final_reward for t in g])]
                 batch_signal = success_rewards([t.final_reward for t in flat], cur.aborted)
                 estimator.update(batch_signal)
                 new_level = next_level(level, estimator.value, cur.step, cur.up_threshold, cur.down_threshold)
                 if step < total_steps and not stop.requested:
-                    prefetch = tasks_for(step + 1, new_level)
+                    prefetch = drafts_for(step + 1, new_level)
                 log.info("step %d: update", step)
                 train_start = time.perf_counter()
-                update = await service.run_exclusive(learner.update, samples_from(flat, advantages), step)
+                update = await service.run_exclusive(learner.update, training_samples(groups), step)
                 folder = checkpoint_dir(out_dir, step)
                 log.info("step %d: checkpoint", step)
                 await service.run_exclusive(learner.save, folder, {
                     "step": step, "level": new_level, "estimator": estimator.state()})
-                training_s = time.perf_counter() - train_start
-                split = _split(env, marks, time.perf_counter() - step_start, training_s)
+                split = _step_time_split(runtime, marks, time.perf_counter() - step_start,
+                                         time.perf_counter() - train_start)
                 figures = episode_figures(flat)
-                store.add_step(state.run_id, {
-                    "step": step, "level": level, "next_level": new_level,
-                    "knobs": json.dumps(knobs_at(level, cur.knobs).__dict__),
-                    "tasks": sum(task is not None for task, _ in drafted),
-                    "episodes": figures["episodes"], "aborted": figures["aborted"],
-                    "abort_reasons": json.dumps(figures["abort_reasons"]),
-                    "mean_reward": figures["mean_reward"], "std_reward": figures["std_reward"],
-                    "success_batch": mean(batch_signal), "success_rolling": estimator.value,
-                    "mean_tool_reward": figures["mean_tool_reward"], "mean_user_reward": figures["mean_user_reward"],
-                    "policy_tokens": figures["policy_tokens"],
-                    "simulator_tokens": env.sim.stats.tokens - marks["sim_tokens"],
-                    "cache_hits": env.sim.stats.cache_hits - marks["hits"],
-                    "cache_misses": env.sim.stats.cache_misses - marks["misses"],
-                    "samples": update.samples, "loss": update.loss, "pg_loss": update.pg_loss, "kl": update.kl,
-                    "grad_norm": update.grad_norm, "learning_rate": update.learning_rate,
-                    "clip_fraction": update.clip_fraction, **split, "checkpoint": str(folder),
-                })  # the commit point of the step
+                record = step_record(step, level, new_level, cur, drafts, figures, batch_signal, estimator.value,
+                                     update, split, _deltas(runtime, marks), folder)
+                store.add_step(state.run_id, record)  # the commit point of the step
                 log.info("step %d: committed", step)
                 totals.add(split)
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
@@ -161,46 +149,54 @@ async def run_training(env: Environment, store: Store, state: RunState, out_dir:
         finally:
             if prefetch is not None:
                 prefetch.cancel()
-    return _finish(store, state, env, out_dir, status, level, totals, time.perf_counter() - start)
+    return _finish(store, state, runtime, out_dir, status, level, totals, time.perf_counter() - start)
 
 
-async def _rollouts(env: Environment, store: Store, run_id: int, step: int, total_steps: int,
-                    drafted: list, seed: int) -> list[list[Trajectory]]:
+def step_record(step: int, level: int, next_level: int, cur, drafts: list[TaskDraft], figures: dict,
+                batch_signal: list[float], rolling: float | None, update, split: dict, deltas: dict,
+                checkpoint: Path) -> StepRecord:
+    """The step's row, from the episode figures, the update's statistics, the time split and the
+    simulator counters' deltas over the step."""
+    return StepRecord(
+        step=step, level=level, next_level=next_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
+        tasks=sum(d.task is not None for d in drafts), episodes=figures["episodes"], aborted=figures["aborted"],
+        abort_reasons=json.dumps(figures["abort_reasons"]), mean_reward=figures["mean_reward"],
+        std_reward=figures["std_reward"], success_batch=rounded(mean(batch_signal)), success_rolling=rolling,
+        mean_tool_reward=figures["mean_tool_reward"], mean_user_reward=figures["mean_user_reward"],
+        policy_tokens=figures["policy_tokens"], **deltas,
+        samples=update.samples, loss=update.loss, pg_loss=update.pg_loss, kl=update.kl, grad_norm=update.grad_norm,
+        learning_rate=update.learning_rate, clip_fraction=update.clip_fraction, **split, checkpoint=str(checkpoint),
+    )
+
+
+async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, drafts: list[TaskDraft],
+                    seed: int) -> list[list[Trajectory]]:
     """Record the step's tasks and play all their rollouts concurrently, one bar for the step."""
-    per_task = env.recipe.rollout.rollouts_per_task
-    progress = bar(len(drafted) * per_task, f"step {step}/{total_steps}")
-
-    async def one(task, info) -> list[Trajectory]:
-        if task is None:
-            task_id = store.add_failed_task(run_id, info["index"], info["category"], info["level"],
-                                            info["knobs"], info["tool_names"], info["failure"], step=step)
-            trajs = [aborted_without_task(info["index"], r, "task_generator_invalid") for r in range(per_task)]
-            for traj in trajs:
-                store.add_trajectory(run_id, task_id, traj, step)
-            progress.update(per_task)
-            return trajs
-        task_id = store.add_task(run_id, task, info["level"], step)
-
-        def record(traj: Trajectory) -> None:
-            store.add_trajectory(run_id, task_id, traj, step)
-            progress.update(1)
-
-        return await play_task(env, task, per_task, seed, record)
-
+    per_task = runtime.recipe.rollout.rollouts_per_task
+    progress = bar(len(drafts) * per_task, f"step {step}/{total_steps}")
     try:
-        return list(await asyncio.gather(*(one(task, info) for task, info in drafted)))
+        return list(await asyncio.gather(*(
+            runtime.play(draft, per_task, seed, run_id, step, on_done=lambda _: progress.update(1)) for draft in drafts)))
     finally:
         progress.close()
 
 
-def _marks(env: Environment) -> dict:
-    return {"policy_s": env.policy_service.stats.busy_policy_s, "sim_s": env.sim_service.stats.busy_base_s,
-            "sim_tokens": env.sim.stats.tokens, "hits": env.sim.stats.cache_hits, "misses": env.sim.stats.cache_misses}
+def _marks(runtime: Runtime) -> dict:
+    """The counters at the start of a step (the step's figures are their deltas)."""
+    sim = runtime.sim.stats
+    return {"policy_s": runtime.policy_service.stats.busy_adapter_on_s, "sim_s": runtime.sim_service.stats.busy_adapter_off_s,
+            "simulator_tokens": sim.tokens, "cache_hits": sim.cache_hits, "cache_misses": sim.cache_misses}
 
 
-def _split(env: Environment, marks: dict, wall_s: float, training_s: float) -> dict:
-    return time_split(wall_s, env.policy_service.stats.busy_policy_s - marks["policy_s"],
-                      env.sim_service.stats.busy_base_s - marks["sim_s"], training_s)
+def _deltas(runtime: Runtime, marks: dict) -> dict:
+    sim = runtime.sim.stats
+    return {"simulator_tokens": sim.tokens - marks["simulator_tokens"], "cache_hits": sim.cache_hits - marks["cache_hits"],
+            "cache_misses": sim.cache_misses - marks["cache_misses"]}
+
+
+def _step_time_split(runtime: Runtime, marks: dict, wall_s: float, training_s: float) -> dict:
+    return time_split(wall_s, runtime.policy_service.stats.busy_adapter_on_s - marks["policy_s"],
+                      runtime.sim_service.stats.busy_adapter_off_s - marks["sim_s"], training_s)
 
 
 def _summary_line(step, total, level, new_level, figures, update, split) -> str:
@@ -214,7 +210,7 @@ def _summary_line(step, total, level, new_level, figures, update, split) -> str:
             f" other {split['other_s']:.1f})")
 
 
-def _finish(store: Store, state: RunState, env: Environment, out_dir: Path, status: str, level: int,
+def _finish(store: Store, state: RunState, runtime: Runtime, out_dir: Path, status: str, level: int,
             totals: _Totals, wall_s: float) -> dict:
     last = store.last_step(state.run_id)
     adapter = export_adapter(Path(last["checkpoint"]), out_dir) if last else None
@@ -224,7 +220,7 @@ def _finish(store: Store, state: RunState, env: Environment, out_dir: Path, stat
         "run_id": state.run_id, "status": status, "steps": last["step"] if last else 0,
         "steps_this_process": totals.steps, "episodes": run["episodes"], "aborted": run["aborted"],
         "mean_reward": None if run["mean_reward"] is None else round(run["mean_reward"], 4),
-        "level": level, "cache_hits": env.sim.stats.cache_hits, "cache_misses": env.sim.stats.cache_misses,
+        "level": level, **{k: v for k, v in runtime.sim.stats.figures().items() if k in ("cache_hits", "cache_misses")},
         "adapter": str(adapter) if adapter else None, "wall_s": round(wall_s, 2),
         "median_step_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
         "policy_gen_s": round(totals.policy_gen_s, 2), "simulation_s": round(totals.simulation_s, 2),

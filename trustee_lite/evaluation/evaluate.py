@@ -17,19 +17,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bfcl, prompts
-from .chat import PolicyChat, TemplateError, TokenTrace
-from .curriculum import knobs_at, pin_fixed
-from .engine import aborted_without_task, generate_task, load_policy, open_environment, play_task, policy_chat, preflight
-from .errors import UserError
-from .lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
-from .metrics import abort_reasons, mean
-from .progress import bar, say
-from .recipe import CurriculumConfig, Recipe
-from .records import Trajectory
-from .scores import abort_rate, variant_table
-from .seeds import derive_seed
-from .store import Store
+from trustee_lite import prompts
+from trustee_lite.config import CurriculumConfig, Recipe
+from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
+from trustee_lite.errors import UserError
+from trustee_lite.evaluation import bfcl
+from trustee_lite.evaluation.tables import abort_rate, variant_table
+from trustee_lite.lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
+from trustee_lite.metrics import abort_reasons, mean, rounded
+from trustee_lite.progress import bar, say
+from trustee_lite.records import Trajectory
+from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight
+from trustee_lite.seeds import derive_seed
+from trustee_lite.store import Store
+from trustee_lite.train.curriculum import knobs_at, pin_fixed
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,12 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
         started, status, scores = time.perf_counter(), "interrupted", []
         common = {"adapter": adapter, "adapter_step": adapter_step(adapter)}
         try:
-            async with _policy_side(variant, store, plan.simulated > 0) as (env, service, chat):
+            async with _policy_side(variant, store, plan.simulated > 0) as (runtime, service, chat):
                 # All categories at once, so the batching service always has a full batch to run.
                 scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run_id, plan, common)
                                                  for category, rows in items.items()))
                 if plan.simulated:
-                    scores.append(await _simulated(env, store, run_id, plan, seed, common))
+                    scores.append(await _simulated(runtime, run_id, plan, seed, common))
             status = "done"
         finally:
             summary = {"adapter": adapter, "scores": scores, "wall_s": round(time.perf_counter() - started, 2)}
@@ -105,14 +106,14 @@ def _variant_recipe(recipe: Recipe, adapter: str | None) -> Recipe:
 
 @contextlib.asynccontextmanager
 async def _policy_side(recipe: Recipe, store: Store, with_simulator: bool):
-    """(environment or None, the policy's generation service, its chat renderer)."""
+    """(runtime or None, the policy's generation service, its chat renderer)."""
     if with_simulator:
-        async with open_environment(recipe, store) as env:
-            yield env, env.policy_service, env.policy.chat
+        async with open_runtime(recipe, store) as runtime:
+            yield runtime, runtime.policy_service, runtime.policy.chat
         return
     backend = load_policy(recipe)
     try:
-        async with GenerationService(backend, recipe.policy.batch_size, recipe.policy.batch_wait_ms / 1000) as service:
+        async with GenerationService.of(backend, recipe.policy) as service:
             yield None, service, policy_chat(recipe, backend.tokenizer)
     finally:
         backend.close()
@@ -169,7 +170,7 @@ async def _bfcl_category(category: str, items: list, system: str, service: Gener
     finally:
         progress.close()
     record = {**common, "benchmark": "bfcl", "category": category, "count": len(outcomes),
-              "score": round(sum(o.valid for o in outcomes) / len(outcomes), 4) if outcomes else None,
+              "score": rounded(mean(o.valid for o in outcomes)),
               "errors": dict(Counter(o.kind for o in outcomes if not o.valid))}
     store.add_eval_result(run_id, record)
     return record
@@ -180,34 +181,29 @@ def heldout_seed(seed: int) -> int:
     return derive_seed(seed, "held-out")
 
 
-async def _simulated(env, store: Store, run_id: int, plan: Plan, seed: int, common: dict) -> dict:
+async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) -> dict:
     """`plan.simulated` held-out tasks at `plan.level`, one greedy episode each. The tasks depend
     only on the seed (and are cached), so every adapter of a run meets the same ones."""
     task_seed = heldout_seed(seed)
     progress = bar(plan.simulated, f"simulated level {plan.level}")
     trajectories: list[Trajectory] = []
-    gate = asyncio.Semaphore(2 * env.recipe.policy.batch_size)
+    gate = asyncio.Semaphore(2 * runtime.recipe.policy.batch_size)
 
-    def record(task_id, traj: Trajectory) -> None:
-        store.add_trajectory(run_id, task_id, traj)
+    def done(traj: Trajectory) -> None:
         trajectories.append(traj)
         progress.update(1)
 
     async def one(index: int) -> None:
         async with gate:
-            task, info = await generate_task(env, index, plan.level, task_seed)
-            if task is None:
-                store.add_failed_task(run_id, index, info["category"], plan.level, info["knobs"], info["tool_names"], info["failure"])
-                record(None, aborted_without_task(index, 0, "task_generator_invalid"))
-                return
-            task_id = store.add_task(run_id, task, plan.level)
-            await play_task(env, task, 1, task_seed, lambda traj: record(task_id, traj))
+            draft = await runtime.draft(index, plan.level, task_seed)
+            await runtime.play(draft, 1, task_seed, run_id, on_done=done)
 
     try:
         await asyncio.gather(*(one(i) for i in range(plan.simulated)))
     finally:
         progress.close()
     result = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
-              "score": mean(t.final_reward for t in trajectories if not t.aborted), "errors": abort_reasons(trajectories)}
-    store.add_eval_result(run_id, result)
+              "score": rounded(mean(t.final_reward for t in trajectories if not t.aborted)),
+              "errors": abort_reasons(trajectories)}
+    runtime.store.add_eval_result(run_id, result)
     return {**result, "abort_rate": abort_rate(result)}

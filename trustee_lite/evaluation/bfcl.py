@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import UserError
-from .toolcalls import ToolCall, parse_turn
+from trustee_lite.env.toolcalls import ToolCall, parse_turn
+from trustee_lite.errors import UserError
 
 INSTALL = "pip install --no-deps bfcl-eval==2026.3.23"
 CHECKER_MODEL = "trustee-lite"  # the name the checker is told (no "_": it reads those as "/")

@@ -17,18 +17,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .grpo import clipped_surrogate, kl_low_variance, token_advantages
-from .recipe import LoraConfig, TrainConfig
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One trajectory as training data."""
-
-    token_ids: tuple[int, ...]
-    policy_mask: tuple[int, ...]
-    old_logprobs: tuple[float, ...]  # recorded when the policy sampled the tokens
-    advantage: float
+from trustee_lite.config import LoraConfig, TrainConfig
+from trustee_lite.metrics import mean
+from trustee_lite.train.grpo import Sample, clipped_surrogate, kl_low_variance, token_advantages
 
 
 @dataclass(frozen=True)
@@ -48,31 +39,14 @@ class UpdateStats:
 class Learner:
     def __init__(self, backend, lora: LoraConfig, train: TrainConfig, temperature: float, seed: int):
         import torch
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import PeftModel, get_peft_model
 
         self.backend = backend
         self.train_cfg = train
         self.temperature = temperature if temperature > 0 else 1.0
         self.seed = seed
-        model = backend.model
-        if isinstance(model, PeftModel):  # the recipe's starting adapter: keep training it
-            for name, param in model.named_parameters():
-                param.requires_grad_("lora_" in name)
-        else:
-            config = PeftLoraConfig(
-                r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
-            )
-            with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT
-                warnings.simplefilter("ignore", FutureWarning)
-                model = get_peft_model(model, config)
-        if train.gradient_checkpointing and not getattr(backend, "unsloth", False):  # Unsloth has its own
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        model.eval()
-        backend.model = model
-        self.model = model
+        # The backend puts the LoRA adapter on the model it serves, so rollouts always use the
+        # current policy; the learner trains that adapter.
+        model = self.model = backend.attach_lora(lora, train.gradient_checkpointing)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
@@ -97,7 +71,7 @@ class Learner:
             for _ in range(cfg.epochs):
                 order = list(samples)
                 rng.shuffle(order)
-                for mini in _split(order, cfg.mini_batches):
+                for mini in _mini_batches(order, cfg.mini_batches):
                     self._optimizer_step(mini, total)
         finally:
             self._set_mode(False)
@@ -107,7 +81,7 @@ class Learner:
         return UpdateStats(
             loss=total["loss"] / n if n else None, pg_loss=total["pg"] / n if n else None,
             kl=total["kl"] / n if n and cfg.kl_coef > 0 else None,
-            grad_norm=sum(total["norms"]) / len(total["norms"]) if total["norms"] else None,
+            grad_norm=mean(total["norms"]),
             learning_rate=self.scheduler.get_last_lr()[0],
             clip_fraction=total["clipped"] / tokens if tokens else None,
             policy_tokens=sum(sum(s.policy_mask) for s in samples), samples=len(samples),
@@ -215,17 +189,7 @@ class Learner:
         return json.loads((folder / "state.json").read_text(encoding="utf-8"))
 
 
-def samples_from(trajectories, advantages) -> list[Sample]:
-    """Training samples: trajectories that are not aborted and whose group carries a signal."""
-    out = []
-    for traj, adv in zip(trajectories, advantages):
-        if traj.aborted or adv is None or not traj.policy_tokens:
-            continue
-        out.append(Sample(traj.token_ids, traj.policy_mask, traj.logprobs, adv))
-    return out
-
-
-def _split(items: list, parts: int) -> list[list]:
+def _mini_batches(items: list, parts: int) -> list[list]:
     parts = max(1, min(parts, len(items)))
     size, extra = divmod(len(items), parts)
     out, start = [], 0

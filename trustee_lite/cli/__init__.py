@@ -1,0 +1,44 @@
+"""The commands, one module each: `add_arguments(parser)` declares its flags, `run(args)` runs it
+and returns the exit status. Heavy packages are imported inside `run`."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_DB = "cache/trustee.sqlite"
+
+
+def positive_number(kind, noun: str):
+    """An argparse type: a number of `kind` above zero."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+        return value
+    return parse
+
+
+positive = positive_number(int, "a whole number")
+positive_float = positive_number(float, "a number")
+
+
+def add_db(parser: argparse.ArgumentParser, what: str = "the cache and run record") -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file for {what} (default: {DEFAULT_DB})")
+
+
+def add_recipe(parser: argparse.ArgumentParser, seed_help: str | None = "run seed (default: the recipe's seed)") -> None:
+    parser.add_argument("recipe", help="recipe YAML file")
+    if seed_help:
+        parser.add_argument("--seed", type=int, default=None, help=seed_help)
+
+
+def print_json(result: dict, db: str) -> None:
+    """The command's result: one JSON line on stdout."""
+    import orjson
+
+    print(orjson.dumps({**result, "db": db}).decode(), flush=True)
+
+
