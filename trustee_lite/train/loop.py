@@ -152,13 +152,13 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
     return _finish(store, state, runtime, out_dir, status, level, totals, time.perf_counter() - start)
 
 
-def step_record(step: int, level: int, next_level: int, cur, drafts: list[TaskDraft], figures: dict,
+def step_record(step: int, level: int, new_level: int, cur, drafts: list[TaskDraft], figures: dict,
                 batch_signal: list[float], rolling: float | None, update, split: dict, deltas: dict,
                 checkpoint: Path) -> StepRecord:
     """The step's row, from the episode figures, the update's statistics, the time split and the
     simulator counters' deltas over the step."""
     return StepRecord(
-        step=step, level=level, next_level=next_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
+        step=step, level=level, next_level=new_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
         tasks=sum(d.task is not None for d in drafts), episodes=figures["episodes"], aborted=figures["aborted"],
         abort_reasons=json.dumps(figures["abort_reasons"]), mean_reward=figures["mean_reward"],
         std_reward=figures["std_reward"], success_batch=rounded(mean(batch_signal)), success_rolling=rolling,
