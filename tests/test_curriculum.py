@@ -154,3 +154,18 @@ def test_estimator_state_round_trips():
 def test_aborted_trajectories_are_excluded_or_count_as_failures():
     assert success_rewards([1.0, None, 0.0], "exclude") == [1.0, 0.0]
     assert success_rewards([1.0, None, 0.0], "failure") == [1.0, -1.0, 0.0]
+
+
+def test_a_step_where_every_episode_aborted_leaves_the_level():
+    from trustee_lite.config import CurriculumConfig
+    from trustee_lite.train.curriculum import move_level
+
+    cur = CurriculumConfig(step=3, estimator="batch")
+    est = SuccessEstimator("batch")
+    assert move_level(10, [-1.0, -1.0], est, cur) == (7, [-1.0, -1.0])  # a failing step moves down
+    # every episode aborted: no reward, the estimator keeps -1.0, and the level must stay
+    assert move_level(7, [None, None, None], est, cur) == (7, [])
+    assert est.value == -1.0
+    # with `aborted: failure` the aborted episodes are failures: the level moves down on them
+    fail = CurriculumConfig(step=3, estimator="batch", aborted="failure")
+    assert move_level(7, [None, None], SuccessEstimator("batch"), fail) == (4, [-1.0, -1.0])

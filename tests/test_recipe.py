@@ -20,6 +20,7 @@ MALFORMED = [
     ("foo: 1\n", "recipe.yaml: foo: unknown key"),
     ("simulator:\n  thinking: true\n", "recipe.yaml: simulator.thinking: llama_cpp enforces the JSON schema from the first token"),
     ("policy:\n  thinking: maybe\n", "recipe.yaml: policy.thinking: must be true or false, got str 'maybe'"),
+    ("tools:\n  categories: []\n", "recipe.yaml: tools.categories: must list at least 1, got none"),
     ("simulator:\n  max_tokens: 5\n", "recipe.yaml: simulator.max_tokens: unknown key"),
     ("simulator:\n  max_new_tokens: -5\n", "recipe.yaml: simulator.max_new_tokens: must be > 0, got -5"),
     ("policy:\n  temperature: hot\n", "recipe.yaml: policy.temperature: must be a number, got str 'hot'"),

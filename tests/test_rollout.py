@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from scripted import ScriptedBackend, role_of
 from test_role_output import make_task
 
@@ -111,6 +113,16 @@ def test_several_calls_in_one_turn_are_simulated_and_averaged(smol_tokenizer, tm
                            "verifier": [verdict(1)]})
     assert len(traj.turns[1].results) == 2 and traj.turns[1].reward == 0.5
     assert asked.count("tool_simulator") == 2
+
+
+def test_calls_past_the_cap_are_answered_by_code_with_minus_one(smol_tokenizer, tmp_path):
+    three = "\n".join(CALL.replace("Paris", city) for city in ("Paris", "Rome", "Oslo"))
+    traj, asked = episode(smol_tokenizer, tmp_path, [three, "All dry."],
+                          {"tool_simulator": [tool("a", 1), tool("b", 1)], "user_simulator": [user("")],
+                           "verifier": [verdict(1)]}, max_parallel_calls=2, max_new_tokens=256)
+    results = traj.turns[1].results
+    assert [r.reward for r in results] == [1, 1, -1] and "at most 2 tool calls" in results[2].result
+    assert asked.count("tool_simulator") == 2 and traj.turns[1].reward == pytest.approx(1 / 3)
 
 
 def test_malformed_call_is_simulated_and_graded_minus_one(smol_tokenizer, tmp_path):

@@ -131,16 +131,18 @@ def test_without_thinking_the_schema_applies_from_the_first_token(smol_backend):
 
 
 def test_string_bounds_fit_the_token_budget():
-    from trustee_lite.lm.constrain import STRUCTURE_TOKENS, fit_to_budget
+    from trustee_lite.lm.constrain import CLOSING_TOKENS, fit_to_budget
 
     schema = {"type": "object", "properties": {"a": {"type": "string", "minLength": 10, "maxLength": 800},
-                                               "b": {"type": "string", "maxLength": 200}, "r": {"type": "integer"}},
+                                               "b": {"type": "string", "maxLength": 200},
+                                               "r": {"type": "integer", "enum": [-1, 0, 1]}},
               "required": ["a", "b", "r"]}
     assert fit_to_budget(schema, 2000) is schema  # 1,000 characters fit 2,000 tokens
-    room = 300 - STRUCTURE_TOKENS - 3 * 4  # 264 characters for the two strings, in proportion 4:1
+    fixed = (1 + 6) + (1 + 6) + (1 + 6 + 2)  # each key with its quotes and separators; "-1" at most
+    room = 300 - CLOSING_TOKENS - fixed  # 274 characters for the two strings, in proportion 4:1
     fitted = fit_to_budget(schema, 300)["properties"]
     assert (fitted["a"]["maxLength"], fitted["b"]["maxLength"]) == (int(800 * room / 1000), int(200 * room / 1000))
-    assert fitted["r"] == {"type": "integer"} and fitted["a"]["minLength"] == 10
+    assert fitted["r"] == schema["properties"]["r"] and fitted["a"]["minLength"] == 10
     assert fit_to_budget(schema, 30)["properties"]["a"]["maxLength"] == 10  # never below minLength
 
 

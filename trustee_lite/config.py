@@ -115,6 +115,7 @@ class SimulatorConfig(ModelConfig):
     temperature: NonNegFloat = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     retries: NonNegInt = 2  # further attempts after an unusable answer, then the episode aborts
+    frequency_penalty: NonNegFloat = 0.0  # the reference samples its simulator with 0.1
     n_ctx: PositiveInt = 4096  # llama_cpp context window
     threads: PositiveInt | None = None  # llama_cpp CPU threads; None = all cores
     # llama_cpp: reuse the KV cache of the previous call's common prompt prefix. Much faster on a
@@ -148,7 +149,7 @@ class SimulatorConfig(ModelConfig):
 
 class ToolsConfig(Section):
     file: str | None = None  # a JSON/YAML file of OpenAI-style tool schemas; None = built-in library
-    categories: list[str] | None = None  # restrict sampling to these categories
+    categories: list[str] | None = Field(default=None, min_length=1)  # restrict sampling to these categories
     max_result_chars: PositiveInt = 512  # tool results are truncated to this length
 
     @model_validator(mode="after")
@@ -160,6 +161,9 @@ class ToolsConfig(Section):
 
 class RolloutConfig(Section):
     rollouts_per_task: PositiveInt = 4
+    # Calls simulated per assistant turn (the reference: 3); later ones are answered by code with
+    # an error and reward -1.
+    max_parallel_calls: PositiveInt = 3
 
 
 class KnobRule(Section):
@@ -355,6 +359,8 @@ def _describe(error: dict) -> str:
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
         return f"must be {_COMPARISONS[kind]} {bound}, got {got!r}"
+    if kind == "too_short":
+        return f"must list at least {ctx.get('min_length', 1)}, got none" if not got else f"too short: {got!r}"
     if kind == "literal_error":
         return f"must be one of {ctx['expected']}, got {got!r}"
     if kind in _TYPE_NAMES:

@@ -33,6 +33,7 @@ class EpisodeLimits:
     max_response_tokens: int  # all policy turns together
     max_result_chars: int  # tool results are truncated to this
     max_history_chars: int  # conversation text shown to simulator roles
+    max_parallel_calls: int = 3  # calls simulated per turn; later ones are answered by code
 
     @classmethod
     def of(cls, knobs: KnobValues, recipe) -> EpisodeLimits:
@@ -41,6 +42,7 @@ class EpisodeLimits:
             max_tool_turns=knobs.max_tool_turns, max_new_tokens=recipe.policy.max_new_tokens,
             max_response_tokens=recipe.policy.max_response_tokens,
             max_result_chars=recipe.tools.max_result_chars, max_history_chars=recipe.simulator.max_history_chars,
+            max_parallel_calls=recipe.rollout.max_parallel_calls,
         )
 
 
@@ -146,7 +148,7 @@ async def play_group(task: Task, rollouts: int, policy: Policy, sim: SimulatorCl
 
 async def _simulate_calls(task, turns, calls: tuple[ToolCall, ...], sim, limits, where) -> tuple[ToolResult, ...]:
     async def one(index: int, call: ToolCall) -> ToolResult:
-        reply = tool_simulator.unknown_tool(call, task)
+        reply = tool_simulator.over_cap(index, limits.max_parallel_calls) or tool_simulator.unknown_tool(call, task)
         if reply is None:
             reply = await sim.run(tool_simulator.request(task, turns, call, limits.max_history_chars), *where, index)
         return ToolResult(call=call, result=reply.result[: limits.max_result_chars], reward=reply.reward)

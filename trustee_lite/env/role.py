@@ -13,7 +13,6 @@ from typing import Any, Callable, Generic, TypeVar
 from jsonschema import Draft202012Validator
 
 from trustee_lite.jsontext import loads_lenient
-from trustee_lite.records import Turn
 
 Out = TypeVar("Out")
 
@@ -73,21 +72,3 @@ def text_field(max_length: int, min_length: int = 0) -> dict[str, Any]:
 def tools_json(tools) -> str:
     """Tool schemas as compact JSON, one per line (a prompt stays short and readable)."""
     return "\n".join(json.dumps(t["function"], ensure_ascii=False, separators=(",", ":")) for t in tools)
-
-
-def transcript(first_query: str, turns: tuple[Turn, ...] | list[Turn], max_chars: int) -> str:
-    """The conversation as plain text for a simulator prompt; the oldest part is cut first."""
-    lines = [f"User: {first_query}"]
-    for turn in turns:
-        if turn.role == "user":
-            lines.append(f"User: {turn.content}")
-        elif turn.role == "assistant":
-            lines.append(f"Assistant: {turn.content}")
-        else:
-            for r in turn.results:
-                name = r.call.name or "(malformed call)"
-                lines.append(f"Tool {name} returned: {r.result}")
-    text = "\n".join(lines)
-    if len(text) > max_chars:
-        text = "[... earlier conversation omitted ...]\n" + text[-max_chars:]
-    return text

@@ -14,6 +14,7 @@ from trustee_lite.config import SimulatorConfig
 from trustee_lite.env.role import RoleCall, RoleOutputError, SimulationFailed
 from trustee_lite.jsontext import strip_think
 from trustee_lite.lm import GenerationError, GenerationService, GenRequest, Sampling
+from trustee_lite.lm.constrain import fit_to_budget
 from trustee_lite.records import Turn
 from trustee_lite.seeds import derive_seed
 
@@ -40,6 +41,8 @@ def cache_key(backend: str, model: str, role: str, messages: Any, schema: Any, s
     }
     if thinking is not None:
         payload["thinking"] = thinking
+    if sampling.frequency_penalty:
+        payload["frequency_penalty"] = sampling.frequency_penalty
     if not constrained:
         payload["constrained"] = False
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -91,6 +94,7 @@ class SimulatorClient:
             sampling = Sampling(
                 max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                 top_p=self.cfg.top_p, seed=derive_seed(*seed_parts, call.role, attempt),
+                frequency_penalty=self.cfg.frequency_penalty,
             )
             text = await self._answer(call, sampling)
             try:
@@ -116,7 +120,10 @@ class SimulatorClient:
             self.stats.cache_hits += 1
             return cached
         self.stats.cache_misses += 1
-        request = GenRequest(messages=call.messages, json_schema=call.schema if constrained else None,
+        # The schema enforced while decoding has its text bounds fitted to the token budget, so
+        # an answer closes before it is cut (after thinking the budget left is unknown).
+        schema = call.schema if self.cfg.thinking else fit_to_budget(call.schema, sampling.max_new_tokens)
+        request = GenRequest(messages=call.messages, json_schema=schema if constrained else None,
                              sampling=sampling, adapter=False, thinking=self.cfg.thinking)
         try:
             completion = await self.service.generate(request)

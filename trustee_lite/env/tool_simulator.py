@@ -1,7 +1,8 @@
 """Stage II: the tool simulator. Answers one tool call as the real service would, and grades it.
 
-What code can check, code checks: an unknown tool is answered without the model, and a call
-that cannot be read or breaks its schema is shown to the model with the problems and graded -1.
+What code can check, code checks: an unknown tool and a call past the turn's cap are answered
+without the model, and a call that cannot be read or breaks its schema is shown to the model
+with the problems and graded -1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from trustee_lite import prompts
-from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, transcript
+from trustee_lite.env import transcript
+from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json
 from trustee_lite.env.toolcalls import ToolCall
 from trustee_lite.records import Task, Turn
 
@@ -24,6 +26,13 @@ ROLE = "tool_simulator"
 class ToolReply:
     result: str
     reward: int
+
+
+def over_cap(index: int, cap: int) -> ToolReply | None:
+    """The answer to a call past the turn's cap on parallel calls (no model needed), else None."""
+    if index < cap:
+        return None
+    return ToolReply(result=f"Error: at most {cap} tool calls are run per turn; this call was not run.", reward=-1)
 
 
 def unknown_tool(call: ToolCall, task: Task) -> ToolReply | None:
@@ -50,17 +59,16 @@ def request(task: Task, turns: tuple[Turn, ...], call: ToolCall, max_chars: int)
     schema_of = {t["function"]["name"]: t for t in task.tools}
     tool = schema_of.get(call.name) if call.name else None
     problems = argument_problems(call, tool) if tool else [f"The call could not be read: {call.error}."]
-    if call.malformed:
-        shown = f"(unreadable) {call.raw[:400]}"
-    else:
-        shown = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
-    notes = "" if not problems else (
-        "\nProblems already found in this call (the call is invalid; answer with the service's error):\n"
-        + "\n".join(f"- {p}" for p in problems) + "\n"
+    shown = transcript.call_json(call) if not call.malformed else {**transcript.call_json(call), "raw": call.raw[:400]}
+    notes = "" if not problems else (  # the problems quote the policy's values: data too
+        "\nProblems code already found in this call (it is invalid; answer with the service's error), one JSON "
+        "string per line:\n" + transcript.block([{"problem": p} for p in problems], "problems") + "\n"
     )
     text = prompts.render(
-        "tool_simulator", schema=json.dumps(tool["function"], ensure_ascii=False) if tool else "(unknown: the call could not be read)",
-        intent=task.user_intent, history=transcript(task.first_user_query, turns, max_chars), call=shown, notes=notes,
+        "tool_simulator", tools=tools_json(task.tools),
+        schema=json.dumps(tool["function"], ensure_ascii=False) if tool else "(none: the call could not be read)",
+        intent=task.user_intent, history=transcript.render(task.first_user_query, turns, max_chars),
+        call=transcript.block([shown], "call"), notes=notes,
     )
     out_schema = {
         "type": "object",

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustee_lite import prompts
-from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json, transcript
+from trustee_lite.env import transcript
+from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json
 from trustee_lite.records import Task, Turn
 
 ROLE = "user_simulator"
@@ -28,8 +29,8 @@ def request(task: Task, turns: tuple[Turn, ...], max_chars: int) -> RoleCall[Use
     }
     text = prompts.render(
         "user_simulator", persona=task.user_persona, intent=task.user_intent, first_query=task.first_user_query,
-        tools=tools_json(task.tools), history=transcript(task.first_user_query, history, max_chars),
-        latest=latest.content or "(empty message)",
+        tools=tools_json(task.tools), history=transcript.render(task.first_user_query, history, max_chars),
+        latest=transcript.block(transcript.fit(transcript.turn_messages(latest), max_chars), "latest_message"),
     )
 
     def interpret(obj: dict[str, Any]) -> UserReply:

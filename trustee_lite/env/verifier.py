@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustee_lite import prompts
-from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json, transcript
+from trustee_lite.env import transcript
+from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, tools_json
 from trustee_lite.records import Task, Turn
 
 ROLE = "verifier"
@@ -41,7 +42,7 @@ def request(task: Task, turns: tuple[Turn, ...], num_criteria: int, max_chars: i
     text = prompts.render(
         "verifier", first_query=task.first_user_query, intent=task.user_intent, persona=task.user_persona,
         expected_calls=", ".join(task.expected_tool_calls), tools=tools_json(task.tools),
-        history=transcript(task.first_user_query, turns, max_chars), criteria=criteria,
+        history=transcript.render(task.first_user_query, turns, max_chars), criteria=criteria,
     )
 
     def interpret(obj: dict[str, Any]) -> Verdict:

@@ -12,6 +12,7 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    frequency_penalty: float = 0.0  # subtracted from a token's logit per time the answer already has it
 
 
 @dataclass(frozen=True)

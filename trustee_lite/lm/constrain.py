@@ -15,24 +15,34 @@ import logging
 log = logging.getLogger(__name__)
 
 THINK_END = "</think>"
-STRUCTURE_TOKENS = 24  # braces, keys, separators and the end token of a small JSON object
+CLOSING_TOKENS = 4  # the braces and the end-of-turn token
 
 
 def fit_to_budget(schema: dict, max_new_tokens: int) -> dict:
-    """The schema as the grammar enforces it: string bounds lowered in proportion so that the
-    longest answer closes within `max_new_tokens` (a token is at least one character), so a
-    constrained answer is never cut open. Bounds that already fit are kept; minLength wins."""
-    fields = [f for f in schema.get("properties", {}).values() if f.get("type") == "string" and "maxLength" in f]
-    total = sum(f["maxLength"] for f in fields)
-    room = max_new_tokens - STRUCTURE_TOKENS - 4 * len(schema.get("properties", {}))
-    if total <= room or not fields:
+    """The schema with string bounds lowered in proportion so that its longest answer closes
+    within `max_new_tokens`, counting a token as at least one character: the keys, separators
+    and fixed parts (enums, arrays of enums) at their longest, the strings at their bounds.
+    Bounds that already fit are kept; minLength wins. Validation keeps the role's own schema:
+    a fitted answer is always valid for it."""
+    properties = schema.get("properties", {})
+    strings = {n: f for n, f in properties.items() if f.get("type") == "string" and "maxLength" in f}
+    fixed = sum(len(name) + 6 + (0 if name in strings else _longest(f)) for name, f in properties.items())
+    room = max_new_tokens - CLOSING_TOKENS - fixed
+    total = sum(f["maxLength"] for f in strings.values())
+    if total <= room or not strings:
         return schema
     scale = max(room, 0) / total
-    properties = {
-        name: ({**f, "maxLength": max(f.get("minLength", 0), int(f["maxLength"] * scale))} if f in fields else f)
-        for name, f in schema["properties"].items()
-    }
-    return {**schema, "properties": properties}
+    fitted = {n: {**f, "maxLength": max(f.get("minLength", 0), int(f["maxLength"] * scale))} for n, f in strings.items()}
+    return {**schema, "properties": {n: fitted.get(n, f) for n, f in properties.items()}}
+
+
+def _longest(field: dict) -> int:
+    """The longest JSON text a fixed-size field can take (an enum, an array of enum values)."""
+    if "enum" in field:
+        return max(len(json.dumps(v, ensure_ascii=False)) for v in field["enum"])
+    if field.get("type") == "array" and "enum" in field.get("items", {}):
+        return 2 + field.get("maxItems", 1) * (_longest(field["items"]) + 2)
+    return 8  # a number or a boolean
 
 
 class SchemaCompiler:

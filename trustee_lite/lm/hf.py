@@ -265,6 +265,8 @@ class RowSampler:
         self.generators = [torch.Generator().manual_seed(s.seed & 0xFFFF_FFFF_FFFF) for s in samplings]
         self.temps = torch.tensor([s.temperature for s in samplings], dtype=torch.float32)
         self.top_ps = torch.tensor([s.top_p for s in samplings], dtype=torch.float32)
+        self.penalties = torch.tensor([s.frequency_penalty for s in samplings], dtype=torch.float32)
+        self._counts = None  # tokens generated so far per row, when a row has a frequency penalty
         self.logprobs: list[list[float]] = [[] for _ in samplings]
 
     def __call__(self, input_ids, scores):
@@ -272,6 +274,10 @@ class RowSampler:
 
         step = input_ids.shape[1] - self.width
         logits = scores.float().cpu()
+        if bool((self.penalties > 0).any()):
+            if self._counts is None:
+                self._counts = torch.zeros_like(logits)
+            logits = logits - self.penalties[:, None] * self._counts
         self._mask(logits)
         greedy = self.temps == 0
         scaled = logits / torch.where(greedy, torch.ones_like(self.temps), self.temps)[:, None]
@@ -283,6 +289,8 @@ class RowSampler:
             if step >= s.max_new_tokens:  # this row is done; end it so the batch can stop early
                 chosen[row] = self.eos_id
         self._observe(chosen.tolist())
+        if self._counts is not None:
+            self._counts[torch.arange(len(self.samplings)), chosen] += 1
         picked = logp.gather(1, chosen[:, None]).squeeze(1).tolist()
         for row, value in enumerate(picked):
             self.logprobs[row].append(value)

@@ -72,7 +72,7 @@ class LlamaCppBackend:
         s = req.sampling
         common = dict(
             max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-            seed=s.seed & 0xFFFF_FFFF, grammar=self._grammar(req.json_schema),
+            frequency_penalty=s.frequency_penalty, seed=s.seed & 0xFFFF_FFFF, grammar=self._grammar(req.json_schema),
         )
         if not self.reuse_prefix:
             # Evaluate every prompt from scratch: a reused prefix changes the logits slightly, and

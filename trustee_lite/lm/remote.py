@@ -106,6 +106,8 @@ class OpenAIBackend:
         s = request.sampling
         kwargs = dict(model=self.cfg.model, messages=list(request.messages), max_tokens=s.max_new_tokens,
                       temperature=s.temperature, top_p=s.top_p, seed=s.seed & 0x7FFF_FFFF)
+        if s.frequency_penalty:
+            kwargs["frequency_penalty"] = s.frequency_penalty
         fmt = response_format(self.cfg.response_format, request.json_schema)
         if fmt is not None:
             kwargs["response_format"] = fmt

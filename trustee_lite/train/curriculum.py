@@ -96,6 +96,20 @@ class SuccessEstimator:
         return est
 
 
+def move_level(level: int, rewards: list[float | None], estimator: SuccessEstimator, cur: CurriculumConfig
+               ) -> tuple[int, list[float]]:
+    """After a training step: the estimator takes the step's success rewards and the level moves
+    on its value; returns the new level and the rewards it took. A step that gave no reward
+    (every episode aborted, with `aborted: exclude`) leaves the level where it is, whatever the
+    estimator still holds; with `aborted: failure` aborted episodes count as -1 and such a
+    step moves the level down like any failing one."""
+    signal = success_rewards(rewards, cur.aborted)
+    estimator.update(signal)
+    if not signal:
+        return level, signal
+    return next_level(level, estimator.value, cur.step, cur.up_threshold, cur.down_threshold), signal
+
+
 def success_rewards(rewards: list[float | None], aborted: str) -> list[float]:
     """The rewards the estimator sees: aborted trajectories (None) are left out, or count as
     failures (-1) when `aborted` is 'failure'."""

@@ -24,7 +24,7 @@ from trustee_lite.records import StepRecord, TaskDraft, Trajectory
 from trustee_lite.runtime import Runtime, open_runtime, preflight
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
-from trustee_lite.train.curriculum import knobs_at, next_level, success_rewards
+from trustee_lite.train.curriculum import knobs_at, move_level
 from trustee_lite.train.grpo import training_samples
 from trustee_lite.train.learner import Learner
 
@@ -123,9 +123,7 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 # Success moves the curriculum; the next step's tasks are drafted at the new level
                 # while this step trains (tasks only: every trajectory comes from the current policy).
                 flat = [t for g in groups for t in g]
-                batch_signal = success_rewards([t.final_reward for t in flat], cur.aborted)
-                estimator.update(batch_signal)
-                new_level = next_level(level, estimator.value, cur.step, cur.up_threshold, cur.down_threshold)
+                new_level, batch_signal = move_level(level, [t.final_reward for t in flat], estimator, cur)
                 if step < total_steps and not stop.requested:
                     prefetch = drafts_for(step + 1, new_level)
                 log.info("step %d: update", step)
