@@ -49,6 +49,37 @@ def test_advantage_is_spread_over_policy_tokens_only():
     assert token_advantages(0.5, [0, 0, 1, 1, 0, 1]) == [0.0, 0.0, 0.5, 0.5, 0.0, 0.5]
 
 
+# Turn-level advantage modes: a trajectory with three assistant turns whose rewards are
+# r = 1, 0, -1, for A = +0.8 and A = -0.8 (rows: mode, then the three turns' token advantages).
+MODES = [
+    ("uniform", [0.8, 0.8, 0.8], [-0.8, -0.8, -0.8]),
+    ("linear", [0.8, 0.0, -0.8], [-0.8, 0.0, 0.8]),  # A r
+    ("relu", [0.8, 0.0, 0.0], [0.0, 0.0, 0.8]),  # A r where positive
+    ("sign", [0.8, 0.0, 0.0], [0.0, 0.0, -0.8]),  # A where A r > 0
+    ("sign-linear", [0.8, 0.4, 0.0], [0.0, -0.4, -0.8]),  # A (r+1)/2 for A > 0; A (1-r)/2 for A < 0
+]
+MASK = [0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1]  # prompt, turn 1 (2 tokens), user, turn 2 (1), tool, turn 3 (3)
+
+
+@pytest.mark.parametrize("mode, positive, negative", MODES, ids=[m[0] for m in MODES])
+def test_each_advantage_mode_by_hand(mode, positive, negative):
+    for adv, per_turn in ((0.8, positive), (-0.8, negative)):
+        a1, a2, a3 = per_turn
+        approx(token_advantages(adv, MASK, [1.0, 0.0, -1.0], mode), [0, 0, a1, a1, 0, 0, a2, 0, a3, a3, a3])
+    assert token_advantages(0.0, MASK, [1.0, 0.0, -1.0], mode) == [0.0] * len(MASK)
+
+
+def test_sign_linear_on_a_fractional_turn_reward():
+    # r = 0.5 (two calls graded 1 and 0): A = 2 -> 2 * 1.5 / 2 = 1.5; A = -2 -> -2 * 0.5 / 2 = -0.5
+    assert token_advantages(2.0, [1], [0.5], "sign-linear") == [1.5]
+    assert token_advantages(-2.0, [1], [0.5], "sign-linear") == [-0.5]
+
+
+def test_turn_rewards_and_token_runs_must_agree():
+    with pytest.raises(ValueError, match="3 runs of policy tokens for 2 assistant turns"):
+        token_advantages(1.0, MASK, [1.0, 0.0], "linear")
+
+
 def test_clipped_surrogate_by_hand():
     logp = torch.tensor([math.log(1.5), math.log(0.5), 0.0])
     old = torch.zeros(3)
@@ -95,3 +126,21 @@ def test_kl_is_zero_for_identical_policies_and_ignores_masked_tokens():
     logp = torch.tensor([-1.0, -2.0, -0.5])
     assert kl_low_variance(logp, logp, torch.ones(3), 3.0).item() == 0.0
     assert kl_low_variance(logp, logp + torch.tensor([0.0, 0.0, 5.0]), torch.tensor([1.0, 1.0, 0.0]), 2.0).item() == 0.0
+
+
+def test_samples_carry_the_modes_token_advantages():
+    from trustee_lite.records import ToolCall, ToolResult, Trajectory, Turn
+    from trustee_lite.train.grpo import samples_from
+
+    call = ToolCall(name="weather", arguments={"city": "Paris"})
+    turns = (Turn("assistant", "<tool_call>...</tool_call>", calls=(call,)),
+             Turn("tool", "", results=(ToolResult(call, "{}", 1),), reward=1.0),
+             Turn("assistant", "Dry."), Turn("user", "", reward=0.0))
+    traj = Trajectory(0, 0, turns, "user_done", 1.0, token_ids=(1, 2, 3, 4, 5, 6), policy_mask=(0, 1, 0, 1, 1, 0),
+                      logprobs=(0.0,) * 6)
+    (uniform,) = samples_from([traj], [0.8])
+    (linear,) = samples_from([traj], [0.8], "linear")
+    assert uniform.token_advantages() == [0.0, 0.8, 0.0, 0.8, 0.8, 0.0] and uniform.carries_gradient
+    assert linear.token_advantages() == [0.0, 0.8, 0.0, 0.0, 0.0, 0.0] and linear.carries_gradient
+    (flat,) = samples_from([traj], [-0.8], "relu")  # A r <= 0 everywhere: nothing to learn
+    assert not flat.carries_gradient

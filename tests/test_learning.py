@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import re
 import time
 
 from scripted import ScriptedBackend, role_of
 
 from trustee_lite.config import parse_recipe
+from trustee_lite.env import transcript
 from trustee_lite.env.chat import PolicyChat
 from trustee_lite.env.episode import Policy
 from trustee_lite.env.simulator import SimulatorClient
@@ -39,19 +39,14 @@ SIMULATOR = {
 
 
 def exact_call_made(prompt: str) -> bool:
-    for block in re.findall(r"<tool_call>(.*?)</tool_call>", prompt, re.DOTALL):
-        try:
-            if json.loads(block) == EXACT:
-                return True
-        except ValueError:
-            continue
-    return False
+    """Whether the policy made the exact call, read from the conversation the verifier sees."""
+    return any(EXACT in m.get("tool_calls", []) for m in transcript.parse(prompt) if m["role"] == "assistant")
 
 
 def simulator(request) -> str:
     role = role_of(request)
     if role == "verifier":
-        made = exact_call_made(request.messages[-1]["content"].replace(QUERY, ""))  # the policy's calls only
+        made = exact_call_made(request.messages[-1]["content"])
         return json.dumps({"reasoning": "exact call" if made else "no exact call", "reward": 1 if made else -1})
     return json.dumps(SIMULATOR[role])
 
@@ -83,6 +78,7 @@ def test_mean_reward_rises(smol_backend, tmp_path):
                 state = open_run(store, recipe, tmp_path / "out", recipe.seed, fresh=False)
                 summary = await run_training(env, store, state, tmp_path / "out", recipe.seed, STEPS, time.perf_counter())
                 rewards = [r[0] for r in store.db.execute("SELECT mean_reward FROM steps ORDER BY step")]
+                _stored_advantages_are_the_groups(store)
                 return summary, rewards
 
     summary, rewards = asyncio.run(main())
@@ -90,3 +86,22 @@ def test_mean_reward_rises(smol_backend, tmp_path):
     assert summary["steps"] == STEPS
     first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
     assert last > first + 0.3, rewards
+
+
+def _stored_advantages_are_the_groups(store):
+    """The run record holds each trajectory's group advantage and each assistant turn's r."""
+    from trustee_lite.train.grpo import group_advantages
+
+    rows = store.db.execute("SELECT step, task_index, final_reward, advantage FROM trajectories "
+                            "ORDER BY step, task_index, rollout_index").fetchall()
+    groups: dict = {}
+    for step, task, reward, adv in rows:
+        groups.setdefault((step, task), []).append((reward, adv))
+    assert len(groups) == 2 * STEPS
+    for members in groups.values():
+        expected = group_advantages([r for r, _ in members])
+        assert [a for _, a in members] == [None if r is None else e for (r, _), e in zip(members, expected)]
+    missing = store.db.execute(
+        "SELECT count(*) FROM turns JOIN trajectories t ON t.id = turns.trajectory_id "
+        "WHERE turns.role = 'assistant' AND t.abort_reason IS NULL AND turns.turn_reward IS NULL").fetchone()[0]
+    assert missing == 0

@@ -125,6 +125,19 @@ def test_calls_past_the_cap_are_answered_by_code_with_minus_one(smol_tokenizer, 
     assert asked.count("tool_simulator") == 2 and traj.turns[1].reward == pytest.approx(1 / 3)
 
 
+def test_each_assistant_turn_gets_the_reward_of_what_answered_it(smol_tokenizer, tmp_path):
+    """r of a turn: its calls' mean reward (a call past the cap counts -1), the user's grade of a
+    turn without calls, and the final reward for a turn nobody answered (its calls cut by the
+    tool-turn cap)."""
+    two = CALL + "\n" + CALL.replace("Paris", "Rome")
+    traj, _ = episode(smol_tokenizer, tmp_path, [two, "Which day?", CALL],
+                      {"tool_simulator": [tool("dry", 1)], "user_simulator": [user("Today.", 0)],
+                       "verifier": [verdict(1)]}, caps=(5, 2, 1), max_parallel_calls=1, max_new_tokens=256)
+    assert [t.role for t in traj.turns] == ["assistant", "tool", "assistant", "user", "assistant"]
+    assert traj.end_reason == "max_tool_turns" and traj.final_reward == 1.0
+    assert traj.assistant_turn_rewards() == [0.0, 0.0, 1.0]  # mean(1, -1); the user's 0; the verdict
+
+
 def test_malformed_call_is_simulated_and_graded_minus_one(smol_tokenizer, tmp_path):
     traj, _ = episode(smol_tokenizer, tmp_path, ['<tool_call>{"name": "get_weather", "arguments": {oops}</tool_call>', "Hm."],
                       {"tool_simulator": [tool("Error: bad request", 1)], "user_simulator": [user("")],

@@ -81,3 +81,17 @@ def test_the_step_record_has_the_columns_of_the_steps_table(tmp_path):
     with Store(tmp_path / "db.sqlite") as store:
         columns = list(store.db["steps"].columns_dict)
     assert [f.name for f in fields(StepRecord)] == [c for c in columns if c not in ("id", "run_id", "created")]
+
+
+def test_turn_rewards_are_recorded_and_advantages_commit_with_the_step(tmp_path):
+    from test_runstate import step_row
+
+    with Store(tmp_path / "run.sqlite") as store:
+        run = store.start_run("train", "t", 0, {})
+        store.add_trajectory(run, None, trajectory(rollout=0), step=1)
+        store.add_trajectory(run, None, trajectory(rollout=1), step=1)
+        store.add_step(run, step_row(1, 1, tmp_path), {(0, 0): 0.7071, (0, 1): None})
+        turns = store.db.execute("SELECT role, turn_reward FROM turns ORDER BY id LIMIT 4").fetchall()
+        advantages = [r[0] for r in store.db.execute("SELECT advantage FROM trajectories ORDER BY rollout_index")]
+    assert turns == [("assistant", 1.0), ("tool", None), ("assistant", 1.0), ("user", None)]
+    assert advantages == [0.7071, None]

@@ -4,6 +4,7 @@
     python -m trustee_lite eval RECIPE [--bfcl CATEGORY ...] [--simulated N] [--adapter DIR ...] [--base] [--limit N]
     python -m trustee_lite compare [--db PATH] [--run ID ...]
     python -m trustee_lite check RECIPE [--gpu GIB]
+    python -m trustee_lite calibrate RECIPE [--limit N] [--db PATH]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.
@@ -16,10 +17,11 @@ import logging
 import os
 import sys
 
-from trustee_lite.cli import check, compare, simulate, train
+from trustee_lite.cli import calibrate, check, compare, simulate, train
 from trustee_lite.cli import eval as evaluate
 
-COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check}
+COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
+            "calibrate": calibrate}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -247,6 +247,9 @@ class TrainConfig(Section):
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     clip_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.2
     kl_coef: NonNegFloat = 0.001  # KL to the base model (adapter off), low-variance estimator
+    # How a trajectory's advantage A reaches its tokens: "uniform" (A on every policy token, the
+    # paper's), or scaled per assistant turn by the turn's reward r (docs/method.md, GRPO).
+    advantage_mode: Literal["uniform", "linear", "relu", "sign", "sign-linear"] = "uniform"
     epochs: PositiveInt = 1  # optimisation passes over each step's trajectories
     mini_batches: PositiveInt = 1  # optimizer steps per epoch
     micro_batch_size: PositiveInt = 4  # sequences per forward/backward (memory is bounded by this)

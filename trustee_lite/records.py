@@ -111,6 +111,21 @@ class Trajectory:
         """Per-turn rewards of the tool or user turns."""
         return [t.reward for t in self.turns if t.role == role and t.reward is not None]
 
+    def assistant_turn_rewards(self) -> list[float | None]:
+        """The reward r of each assistant turn, in order (the turn-level advantage modes scale
+        by it): for a turn with calls, the mean reward of its calls (the tool turn after it;
+        calls past the cap count -1); for a turn without calls, the user simulator's grade of
+        it. A turn nobody answered (its calls or reply cut by a turn cap, the token budget or
+        the end of the episode) takes the trajectory's final reward (None when aborted)."""
+        out = []
+        for i, turn in enumerate(self.turns):
+            if turn.role != "assistant":
+                continue
+            after = self.turns[i + 1] if i + 1 < len(self.turns) else None
+            answered = after is not None and after.reward is not None and after.role == ("tool" if turn.calls else "user")
+            out.append(after.reward if answered else self.final_reward)
+        return out
+
 
 def has_tool_call(turns) -> bool:
     """Whether any assistant turn made a tool call (a trajectory without one gets -1)."""

@@ -64,10 +64,10 @@ class Runtime:
         return await play_group(draft.task, rollouts, self.policy, self.sim, limits, seed, record)
 
 
-def preflight(recipe: Recipe, simulator: bool = True) -> None:
-    """Refuse what this machine cannot run before anything is loaded or recorded (the
-    simulator too unless `simulator` is False: a run that only needs the policy)."""
-    for name in ("policy", "simulator") if simulator else ("policy",):
+def preflight(recipe: Recipe, simulator: bool = True, policy: bool = True) -> None:
+    """Refuse what this machine cannot run before anything is loaded or recorded (only the
+    models the command uses: `simulator` or `policy` False leaves that one out)."""
+    for name in ("policy",) * policy + ("simulator",) * simulator:
         cfg = getattr(recipe, name)
         if cfg.backend == "transformers" and cfg.load_in_4bit:
             require_cuda(f"{recipe.source}: {name}")
@@ -93,6 +93,25 @@ def policy_chat(recipe: Recipe, tokenizer) -> PolicyChat:
 
 
 @contextlib.asynccontextmanager
+async def open_simulator(recipe: Recipe, store: Store):
+    """The simulator alone (a command that never runs the policy): its client, started."""
+    preflight(recipe, policy=False)
+    backend = build_backend(recipe.simulator.backend, recipe.simulator, f"{recipe.source}: simulator")
+    try:
+        async with GenerationService.of(backend, recipe.simulator) as service:
+            yield SimulatorClient(service, store, recipe.simulator)
+    finally:
+        await _close(backend)
+
+
+async def _close(backend) -> None:
+    if hasattr(backend, "aclose"):  # a remote client closes its connections inside the loop
+        await backend.aclose()
+    else:
+        backend.close()
+
+
+@contextlib.asynccontextmanager
 async def open_runtime(recipe: Recipe, store: Store):
     """Load the tool pool and the models, start the generation services; close them after."""
     place = recipe.source
@@ -111,7 +130,4 @@ async def open_runtime(recipe: Recipe, store: Store):
             yield Runtime(recipe, store, pool, policy, sim, policy_service, sim_service)
     finally:
         for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():
-            if hasattr(backend, "aclose"):  # a remote client closes its connections inside the loop
-                await backend.aclose()
-            else:
-                backend.close()
+            await _close(backend)

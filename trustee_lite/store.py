@@ -1,9 +1,10 @@
 """SQLite: the simulation cache and the run record, as plain tables any SQLite tool can read.
 
 Tables: cache, runs, tasks, trajectories, turns, steps (training), eval_results and eval_items
-(evaluation: one row per category and per item). Token ids, masks and log-probs are stored as
-little-endian int32/float32 blobs (see decode_ints / decode_floats). WAL mode; each record is
-written in one transaction, so a killed process leaves every finished record intact.
+(evaluation and simulator calibration: one row per category or case kind, and per item). Token
+ids, masks and log-probs are stored as little-endian int32/float32 blobs (see decode_ints /
+decode_floats). WAL mode; each record is written in one transaction, so a killed process
+leaves every finished record intact.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ CREATE TABLE IF NOT EXISTS trajectories (
     abort_reason TEXT, verifier_reasoning TEXT, assistant_turns INTEGER NOT NULL, tool_turns INTEGER NOT NULL,
     user_turns INTEGER NOT NULL, mean_tool_reward REAL, mean_user_reward REAL, prompt_tokens INTEGER NOT NULL,
     policy_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL, token_ids BLOB, policy_mask BLOB,
-    logprobs BLOB, created REAL NOT NULL, UNIQUE (run_id, task_index, rollout_index)
+    logprobs BLOB, created REAL NOT NULL, advantage REAL, UNIQUE (run_id, task_index, rollout_index)
 );
 CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY, trajectory_id INTEGER NOT NULL REFERENCES trajectories(id),
-    turn_index INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, reward REAL, calls TEXT
+    turn_index INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, reward REAL, calls TEXT,
+    turn_reward REAL
 );
 CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER NOT NULL,
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE TABLE IF NOT EXISTS eval_results (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), adapter TEXT, adapter_step INTEGER,
     benchmark TEXT NOT NULL, category TEXT NOT NULL, count INTEGER NOT NULL, score REAL, errors TEXT NOT NULL,
-    created REAL NOT NULL, UNIQUE (run_id, benchmark, category)
+    created REAL NOT NULL, figures TEXT, UNIQUE (run_id, benchmark, category)
 );
 CREATE TABLE IF NOT EXISTS eval_items (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), category TEXT NOT NULL,
@@ -75,7 +77,9 @@ CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 """
 
 # Columns added after the first release, per table (ALTER TABLE adds them to an older file).
-ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT"), "tasks": ("step INTEGER",), "trajectories": ("step INTEGER",)}
+ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT"), "tasks": ("step INTEGER",),
+                 "trajectories": ("step INTEGER", "advantage REAL"), "turns": ("turn_reward REAL",),
+                 "eval_results": ("figures TEXT",)}
 
 
 class Store:
@@ -158,9 +162,13 @@ class Store:
             self.db.execute("DELETE FROM tasks WHERE run_id = ? AND step > ?", [run_id, step])
         return removed
 
-    def add_step(self, run_id: int, record: StepRecord) -> None:
-        """Commit a training step (its row is what makes it count on resume)."""
+    def add_step(self, run_id: int, record: StepRecord, advantages: dict[tuple[int, int], float] | None = None) -> None:
+        """Commit a training step (its row is what makes it count on resume), with the group
+        advantage of each of its trajectories ((task_index, rollout_index) -> A)."""
         with self.db.atomic():
+            self.db.conn.executemany(
+                "UPDATE trajectories SET advantage = ? WHERE run_id = ? AND task_index = ? AND rollout_index = ?",
+                [(adv, run_id, task, rollout) for (task, rollout), adv in (advantages or {}).items()])
             self.db["steps"].insert({"run_id": run_id, **record.row(), "created": time.time()})
 
     def run_totals(self, run_id: int) -> dict[str, Any]:
@@ -205,9 +213,11 @@ class Store:
                 "policy_mask": encode_ints(traj.policy_mask), "logprobs": encode_floats(traj.logprobs),
                 "created": time.time(),
             }).last_pk
+            turn_rewards = iter(traj.assistant_turn_rewards())
             self.db["turns"].insert_all(
                 ({"trajectory_id": traj_id, "turn_index": i, "role": t.role, "content": t.content,
-                  "reward": t.reward, "calls": _turn_calls(t)} for i, t in enumerate(traj.turns)),
+                  "reward": t.reward, "calls": _turn_calls(t),
+                  "turn_reward": next(turn_rewards) if t.role == "assistant" else None} for i, t in enumerate(traj.turns)),
             )
         return traj_id
 
@@ -222,13 +232,14 @@ class Store:
     def add_eval_result(self, run_id: int, record: dict[str, Any]) -> None:
         with self.db.atomic():
             self.db["eval_results"].insert({"run_id": run_id, **record, "errors": _json(record["errors"]),
-                                            "created": time.time()})
+                                            "figures": _json(record.get("figures")), "created": time.time()})
 
     def eval_results(self, run_ids: list[int] | None = None) -> list[dict]:
         """Stored evaluation results, oldest first (all runs, or the given ones)."""
         where = f"WHERE run_id IN ({', '.join('?' * len(run_ids))})" if run_ids else ""
         rows = self.db.query(f"SELECT * FROM eval_results {where} ORDER BY id", list(run_ids or []))
-        return [{**row, "errors": orjson.loads(row["errors"])} for row in rows]
+        return [{**row, "errors": orjson.loads(row["errors"]), "figures": orjson.loads(row["figures"] or "null")}
+                for row in rows]
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

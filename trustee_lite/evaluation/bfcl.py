@@ -66,12 +66,12 @@ class Outcome:
     detail: str = ""
 
 
-def _bfcl():
-    """The bfcl_eval package, or one line saying how to install it."""
+def _bfcl(place: str = "--bfcl"):
+    """The bfcl_eval package, or one line (naming `place`) saying how to install it."""
     try:
         import bfcl_eval  # noqa: F401
     except ImportError:
-        raise UserError("--bfcl", f"needs the bfcl-eval package ({INSTALL})") from None
+        raise UserError(place, f"needs the bfcl-eval package ({INSTALL})") from None
     name = "bfcl_eval.constants.model_config"
     if name not in sys.modules:  # see the module docstring: the checker's one registry lookup
         registry = types.ModuleType(name)
@@ -79,6 +79,11 @@ def _bfcl():
         sys.modules[name] = registry
     sys.modules[name].MODEL_CONFIG_MAPPING.setdefault(CHECKER_MODEL, types.SimpleNamespace(underscore_to_dot=False))
     return bfcl_eval
+
+
+def require(place: str) -> None:
+    """Refuse a command that needs bfcl-eval when it is not installed (one line, exit 2)."""
+    _bfcl(place)
 
 
 @lru_cache(maxsize=None)
@@ -162,27 +167,29 @@ def _read_lines(path, limit: int | None) -> list[dict]:
 
 def to_tool(function: dict) -> dict:
     """A BFCL function doc as an OpenAI-style tool: BFCL's type names mapped by its own table."""
+    params = json_schema(function.get("parameters") or {"type": "dict", "properties": {}})
+    return {"type": "function", "function": {
+        "name": function["name"], "description": function.get("description", ""), "parameters": params}}
+
+
+def json_schema(node: Any) -> Any:
+    """A BFCL parameter or response doc as JSON Schema (BFCL's type names, mapped by its table)."""
     _bfcl()
     from bfcl_eval.constants.type_mappings import GORILLA_TO_OPENAPI
 
-    def schema(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        out = {k: v for k, v in node.items() if k not in ("properties", "items")}
-        kind = node.get("type")
-        if isinstance(kind, str):
-            out["type"] = GORILLA_TO_OPENAPI.get(kind, "string")
-            if kind == "float":  # as BFCL tells function-calling models
-                out["description"] = (node.get("description", "") + " This is a float type value.").strip()
-        if "properties" in node:
-            out["properties"] = {name: schema(p) for name, p in node["properties"].items()}
-        if "items" in node:
-            out["items"] = schema(node["items"])
-        return out
-
-    params = schema(function.get("parameters") or {"type": "dict", "properties": {}})
-    return {"type": "function", "function": {
-        "name": function["name"], "description": function.get("description", ""), "parameters": params}}
+    if not isinstance(node, dict):
+        return node
+    out = {k: v for k, v in node.items() if k not in ("properties", "items")}
+    kind = node.get("type")
+    if isinstance(kind, str):
+        out["type"] = GORILLA_TO_OPENAPI.get(kind, "string")
+        if kind == "float":  # as BFCL tells function-calling models
+            out["description"] = (node.get("description", "") + " This is a float type value.").strip()
+    if "properties" in node:
+        out["properties"] = {name: json_schema(p) for name, p in node["properties"].items()}
+    if "items" in node:
+        out["items"] = json_schema(node["items"])
+    return out
 
 
 def system_text(item: Item) -> str:
@@ -238,10 +245,9 @@ async def play_multi_turn(item: MultiTurnItem, reply, step_limit: int | None = N
     Returns the calls per turn and step (as the checker takes them) and the policy's texts."""
     _bfcl()
     from bfcl_eval.constants.default_prompts import MAXIMUM_STEP_LIMIT
-    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
 
     limit = MAXIMUM_STEP_LIMIT if step_limit is None else step_limit
-    session = f"{CHECKER_MODEL}-{next(_sessions)}"  # BFCL keeps instances per name and item: a fresh name
+    session = new_session()  # BFCL keeps instances per name and item: a fresh name
     messages: list[dict] = []
     decoded: list[list[list[str]]] = []
     texts: list[str] = []
@@ -256,8 +262,7 @@ async def play_multi_turn(item: MultiTurnItem, reply, step_limit: int | None = N
             if not calls:
                 break
             strings = [call_text(c) for c in calls]
-            results, _ = execute_multi_turn_func_call(strings, item.entry["initial_config"], item.entry["involved_classes"],
-                                                      session, item.id, long_context="long_context" in item.id)
+            results = execute(item, strings, session)
             steps.append(strings)
             messages += [{"role": "tool", "name": c.name, "content": r} for c, r in zip(calls, results)]
         else:
@@ -265,6 +270,22 @@ async def play_multi_turn(item: MultiTurnItem, reply, step_limit: int | None = N
             return decoded, texts  # forced to stop, as BFCL's runner does: fewer turns than asked
         decoded.append(steps)
     return decoded, texts
+
+
+def execute(item: MultiTurnItem, calls: list[str], session: str) -> list[str]:
+    """Run Python call strings on the item's instances of BFCL's API classes (one set of
+    instances per session name, created from the item's initial state); their results."""
+    _bfcl()
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+
+    results, _ = execute_multi_turn_func_call(calls, item.entry["initial_config"], item.entry["involved_classes"],
+                                              session, item.id, long_context="long_context" in item.id)
+    return results
+
+
+def new_session() -> str:
+    """A session name never used before: fresh instances of the API classes."""
+    return f"{CHECKER_MODEL}-{next(_sessions)}"
 
 
 def score_multi_turn(item: MultiTurnItem, decoded: list) -> Outcome:
@@ -276,7 +297,7 @@ def score_multi_turn(item: MultiTurnItem, decoded: list) -> Outcome:
     if len(decoded) != len(item.answer):
         return Outcome(False, "step_limit", "multi_turn:force_terminated",
                        f"stopped after {len(decoded)} of {len(item.answer)} turns (step limit)")
-    session = f"{CHECKER_MODEL}-{next(_sessions)}"
+    session = new_session()
     result = multi_turn_checker(decoded, [list(a) for a in item.answer], dict(item.entry), item.id.rsplit("_", 1)[0], session)
     if result["valid"]:
         return Outcome(True, None, None)

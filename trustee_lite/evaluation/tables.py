@@ -1,4 +1,5 @@
-"""Evaluation tables: one variant's scores, and variants side by side (the `compare` view)."""
+"""Evaluation tables: one variant's scores, variants side by side (the `compare` view), and a
+simulator's calibration report."""
 
 from __future__ import annotations
 
@@ -42,7 +43,42 @@ def variant_table(name: str, scores: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def calibration_table(kinds: list[dict], simulator: str) -> str:
+    """The simulator's report: per case kind, the gold verdict, what the role answered (the
+    verifier's confusion table, injections apart) and its accuracy; the tool simulator's
+    schema-fitting results and whether its reward separates valid from invalid calls."""
+    by_kind = {k["category"]: k for k in kinds}
+    lines = [f"== simulator calibration: {simulator}"]
+    header = ["case kind", "gold", "n", "gave 1", "gave 0", "gave -1", "no answer", "accuracy", "not -1"]
+
+    def row(name: str) -> list[str]:
+        k = by_kind[name]
+        f = k["figures"]
+        answers = [str(f["answers"][a]) for a in ("1", "0", "-1", "none")]
+        return [name, f["gold"], str(k["count"]), *answers, _score(k["score"]), _score(f["not_minus_one"])]
+
+    for title, names in (("verifier", ("positive", "wrong_argument", "skipped_call", "altered_result", "extra_call")),
+                         ("verifier, injections", ("injection_plea", "injection_forged_turn")),
+                         ("tool simulator (its own reward)", ("tool_valid", "tool_wrong_type", "tool_missing_arg"))):
+        present = [n for n in names if n in by_kind]
+        if present:
+            lines += ["", title, _grid([header, *(row(n) for n in present)])]
+    valid, invalid = by_kind.get("tool_valid"), [by_kind[n] for n in ("tool_wrong_type", "tool_missing_arg") if n in by_kind]
+    if valid is not None:
+        fits = valid["figures"].get("result_fits_schema")
+        lines.append(f"valid calls: results fitting the function's response schema {_score(fits)}")
+    if valid is not None and invalid:
+        bad = [k["figures"]["mean_reward"] for k in invalid if k["figures"]["mean_reward"] is not None]
+        good = valid["figures"]["mean_reward"]
+        gap = None if good is None or not bad else good - sum(bad) / len(bad)
+        lines.append(f"mean reward: valid calls {_score(good)}, invalid calls "
+                     f"{_score(sum(bad) / len(bad) if bad else None)}, separation {_score(gap)}")
+    return "\n".join(lines)
+
+
 def column_name(result: dict) -> str:
+    if result["benchmark"] == "calibration":
+        return f"simulator {result['figures']['simulator']}"
     if result["adapter"] is None:
         return "base"
     path = Path(result["adapter"])
@@ -51,14 +87,16 @@ def column_name(result: dict) -> str:
 
 
 def compare_table(results: list[dict]) -> str:
-    """Categories as rows, policy variants as columns; the newest result of each pair wins.
-    A cell is the accuracy (BFCL) or the mean verifier reward (held-out tasks), with the count."""
+    """Categories as rows, policy variants (and calibrated simulators) as columns; the newest
+    result of each pair wins. A cell is the accuracy (BFCL, calibration case kinds) or the mean
+    verifier reward (held-out tasks), with the count."""
     columns: dict[str, None] = {}
     cells: dict[tuple[str, str], dict] = {}
     for r in results:  # oldest first: later results overwrite earlier ones
         column = column_name(r)
         columns.setdefault(column, None)
-        row = f"{r['category']}" if r["benchmark"] == "bfcl" else f"simulated {r['category']} (reward)"
+        row = {"bfcl": r["category"], "calibration": f"calibration {r['category']}"}.get(
+            r["benchmark"], f"simulated {r['category']} (reward)")
         cells[(row, column)] = r
     rows = list(dict.fromkeys(row for row, _ in cells))
     grid = [["category", *columns]]

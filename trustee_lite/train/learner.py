@@ -19,7 +19,7 @@ from pathlib import Path
 
 from trustee_lite.config import LoraConfig, TrainConfig
 from trustee_lite.metrics import mean
-from trustee_lite.train.grpo import Sample, clipped_surrogate, kl_low_variance, token_advantages
+from trustee_lite.train.grpo import Sample, clipped_surrogate, kl_low_variance
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Learner:
         if normalizer == 0:
             return
         # A zero advantage contributes no policy gradient; without a KL term it needs no forward.
-        active = [s for s in mini if s.advantage != 0.0 or cfg.kl_coef > 0]
+        active = [s for s in mini if s.carries_gradient or cfg.kl_coef > 0]
         if not active:
             return
         self.optimizer.zero_grad(set_to_none=True)
@@ -222,5 +222,5 @@ def _pad(samples: list[Sample]):
         attention[row, :length] = 1
         mask[row, : length - 1] = torch.tensor(s.policy_mask[1:], dtype=torch.float)
         old[row, : length - 1] = torch.tensor(s.old_logprobs[1:], dtype=torch.float)
-        adv[row, : length - 1] = torch.tensor(token_advantages(s.advantage, s.policy_mask[1:]))
+        adv[row, : length - 1] = torch.tensor(s.token_advantages()[1:])
     return ids, attention, mask, old, adv

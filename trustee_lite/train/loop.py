@@ -25,7 +25,7 @@ from trustee_lite.runtime import Runtime, open_runtime, preflight
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
 from trustee_lite.train.curriculum import knobs_at, move_level
-from trustee_lite.train.grpo import training_samples
+from trustee_lite.train.grpo import step_advantages, training_samples
 from trustee_lite.train.learner import Learner
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                     prefetch = drafts_for(step + 1, new_level)
                 log.info("step %d: update", step)
                 train_start = time.perf_counter()
-                update = await service.run_exclusive(learner.update, training_samples(groups), step)
+                advantages = step_advantages(groups)
+                samples = training_samples(groups, advantages, cfg.advantage_mode)
+                update = await service.run_exclusive(learner.update, samples, step)
                 folder = checkpoint_dir(out_dir, step)
                 log.info("step %d: checkpoint", step)
                 await service.run_exclusive(learner.save, folder, {
@@ -138,7 +140,9 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 figures = episode_figures(flat)
                 record = step_record(step, level, new_level, cur, drafts, figures, batch_signal, estimator.value,
                                      update, split, _deltas(runtime, marks), folder)
-                store.add_step(state.run_id, record)  # the commit point of the step
+                store.add_step(state.run_id, record, {  # the commit point of the step
+                    (t.task_index, t.rollout_index): None if t.aborted else a
+                    for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
                 log.info("step %d: committed", step)
                 totals.add(split)
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
