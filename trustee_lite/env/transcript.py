@@ -11,6 +11,7 @@ tool call and every result stays.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from trustee_lite.env.toolcalls import parse_turn
@@ -40,11 +41,23 @@ def turn_messages(turn: Turn) -> list[dict[str, Any]]:
     if turn.role == "user":
         return [{"role": "user", "content": turn.content}]
     if turn.role == "assistant":
-        message: dict[str, Any] = {"role": "assistant", "content": parse_turn(turn.content).content}
+        message: dict[str, Any] = {"role": "assistant"}
+        thinking = _thinking(turn.content)  # present only when the roles are shown it (strip_thinking off)
+        if thinking:
+            message["thinking"] = thinking
+        message["content"] = parse_turn(turn.content).content
         if turn.calls:
             message["tool_calls"] = [call_json(c) for c in turn.calls]
         return [message]
     return [{"role": "tool", "name": r.call.name, "content": r.result} for r in turn.results]
+
+
+def _thinking(text: str) -> str:
+    """The text of an assistant turn's think blocks (a template may open the block in the
+    prompt, leaving only the closing tag in the turn)."""
+    if "<think>" not in text and "</think>" in text:
+        return text.rsplit("</think>", 1)[0].strip()
+    return "\n".join(block.strip() for block in re.findall(r"<think>(.*?)(?:</think>|$)", text, re.DOTALL)).strip()
 
 
 def line(message: dict[str, Any]) -> str:

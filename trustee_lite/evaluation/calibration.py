@@ -171,9 +171,14 @@ def wrong_type(value: Any) -> Any:
 def cases_of(item: bfcl.MultiTurnItem) -> list[Case]:
     """Every case one question gives (fewer when a variant cannot be made: no argument to
     change, a single call to skip, no function to call without arguments)."""
-    calls = [parse_call(c) for c in item.answer[0]]
-    task, free = task_of(item, calls)
     by_name = {f["name"]: f for f in item.functions}
+    try:
+        calls = [parse_call(c) for c in item.answer[0]]
+    except (ValueError, SyntaxError):
+        return []
+    if not calls or any(c.name not in by_name for c in calls):
+        return []  # nothing to judge, or a call of a function the docs do not have
+    task, free = task_of(item, calls)
     cases = [Case(f"{item.id}/positive", "positive", task, played(item, calls))]
     target = next((i for i, c in enumerate(calls) if c.arguments), None)
     failing = _wrong_argument(item, calls, cases[0].turns)
@@ -233,16 +238,21 @@ def _tool_cases(item, task: Task, positive, calls: list[ToolCall], target: int, 
 
 
 def gold_cases(limit: int) -> list[Case]:
-    """The cases of the first `limit` questions of BFCL's multi_turn_base, taken round-robin
-    over their API class sets so that a small limit still spans several services."""
+    """The cases of the first `limit` usable questions of BFCL's multi_turn_base, taken
+    round-robin over their API class sets so that a small limit still spans several services."""
     items = bfcl.load(CATEGORY)
     groups: dict[tuple, list] = {}
     for item in items:
         groups.setdefault(tuple(item.entry["involved_classes"]), []).append(item)
     order = [g[i] for i in range(max(map(len, groups.values()))) for g in groups.values() if i < len(g)]
     cases: list[Case] = []
-    for item in order[:limit]:
-        cases += cases_of(item)
+    used = 0
+    for item in order:
+        if used == limit:
+            break
+        mine = cases_of(item)
+        used += bool(mine)
+        cases += mine
     return cases
 
 
