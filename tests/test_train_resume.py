@@ -24,10 +24,10 @@ RECIPE = textwrap.dedent("""\
     simulator:
       backend: llama_cpp
       model: embedded
-      max_new_tokens: 160
+      max_new_tokens: 96
       n_ctx: 4096
       retries: 1
-      max_history_chars: 1500
+      max_history_chars: 1000
     tools:
       max_result_chars: 128
     rollout:

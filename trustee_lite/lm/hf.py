@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trustee_lite.config import ModelConfig
 from trustee_lite.errors import UserError
-from trustee_lite.lm import quant
+from trustee_lite.lm import converted, quant
 from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest
 from trustee_lite.lm.models import locate
 
@@ -70,11 +70,17 @@ class TransformersBackend:
                     self.location.source, lora, seed, UNSLOTH_MAX_SEQ_LENGTH, gradient_checkpointing)
                 self.unsloth = True
             else:
-                self.tokenizer = AutoTokenizer.from_pretrained(self.location.source, **{
+                dtype = pick_dtype(cfg.dtype, self.device)
+                gguf = None if four_bit else self.location.gguf_path
+                copy = converted.folder(gguf, dtype) if gguf is not None else None
+                source = str(copy) if converted.ready(copy) else self.location.source
+                if source != self.location.source:  # read the converted copy, not the GGUF
+                    kwargs = {"local_files_only": True}
+                self.tokenizer = AutoTokenizer.from_pretrained(source, **{
                     k: v for k, v in kwargs.items() if k in ("gguf_file", "local_files_only")})
-                model = AutoModelForCausalLM.from_pretrained(
-                    self.location.source, dtype=pick_dtype(cfg.dtype, self.device), **kwargs
-                )
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+                if copy is not None and source == self.location.source:
+                    converted.save(copy, model, self.tokenizer)
         except (OSError, ValueError) as err:
             hint = "" if Path(self.location.source).exists() else (
                 f"; it is not a local path and not in the Hugging Face cache "

@@ -1,0 +1,73 @@
+"""A converted copy of a small GGUF model, so transformers reads it once.
+
+transformers reads a GGUF file by rebuilding a fast tokenizer from its vocabulary and
+dequantising every tensor: for the embedded 135M model about 37 s on 2 cores, at every start of
+every command. The first load saves the result (`save_pretrained`, safetensors) under
+`$TRUSTEE_LITE_CACHE` (default `~/.cache/trustee_lite`); later loads read that in about a
+second. The copy is keyed by the file's name, size and modification time, the dtype and the
+transformers version, so a changed file or library never meets an old copy. Only files up to
+MAX_BYTES are kept (a dequantised copy is several times the GGUF's size): large models are
+read from their GGUF each time. A copy that cannot be written is skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_BYTES = 512 * 2**20
+COMPLETE = "trustee_lite_complete"  # written last: a folder without it is not used
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TRUSTEE_LITE_CACHE") or Path.home() / ".cache" / "trustee_lite")
+
+
+def folder(gguf: Path, dtype) -> Path | None:
+    """Where the converted copy of `gguf` at `dtype` lives, or None for a file too large to keep."""
+    import transformers
+
+    stat = gguf.stat()
+    if stat.st_size > MAX_BYTES:
+        return None
+    name = f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-{str(dtype).removeprefix('torch.')}-transformers{transformers.__version__}"
+    return cache_root() / "converted" / name
+
+
+def ready(path: Path | None) -> bool:
+    return path is not None and (path / COMPLETE).is_file()
+
+
+def save(path: Path, model, tokenizer) -> None:
+    """Write the copy beside its place and move it in whole (another process may race us)."""
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        temporary.mkdir(parents=True, exist_ok=True)
+        _save_dequantised(model, temporary)
+        tokenizer.save_pretrained(temporary)
+        (temporary / COMPLETE).write_text("")
+        if not path.exists():
+            os.replace(temporary, path)
+    except (OSError, ValueError) as err:
+        log.info("no converted copy of the model at %s: %s", path, err)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _save_dequantised(model, where: Path) -> None:
+    """save_pretrained refuses a model read from GGUF (it still carries the GGUF "quantizer"),
+    although its weights are plain tensors by now: save it without that mark, then put it back."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    marked = "quantization_config" in model.config.__dict__
+    mark = model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    try:
+        model.save_pretrained(where)
+    finally:
+        model.hf_quantizer = quantizer
+        if marked:
+            model.config.quantization_config = mark
