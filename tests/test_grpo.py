@@ -144,3 +144,13 @@ def test_samples_carry_the_modes_token_advantages():
     assert linear.token_advantages() == [0.0, 0.8, 0.0, 0.0, 0.0, 0.0] and linear.carries_gradient
     (flat,) = samples_from([traj], [-0.8], "relu")  # A r <= 0 everywhere: nothing to learn
     assert not flat.carries_gradient
+
+
+def test_a_trajectory_whose_turns_and_token_runs_disagree_falls_back_to_uniform():
+    from trustee_lite.records import Trajectory, Turn
+    from trustee_lite.train.grpo import samples_from
+
+    turns = (Turn("assistant", "a"), Turn("user", "", reward=1.0), Turn("assistant", "b"), Turn("user", "", reward=0.0))
+    traj = Trajectory(0, 0, turns, "user_done", 1.0, token_ids=(1, 2, 3), policy_mask=(0, 1, 1), logprobs=(0.0,) * 3)
+    (sample,) = samples_from([traj], [0.5], "linear")
+    assert sample.per_token is None and sample.token_advantages() == [0.0, 0.5, 0.5]

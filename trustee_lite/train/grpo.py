@@ -8,10 +8,13 @@ per-token values (log-probs, masks) and never see a model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
 from trustee_lite.metrics import mean, std
+
+log = logging.getLogger(__name__)
 
 ADV_EPS = 1e-6
 
@@ -121,8 +124,13 @@ def samples_from(trajectories, advantages, mode: str = "uniform") -> list[Sample
     for traj, adv in zip(trajectories, advantages):
         if traj.aborted or adv is None or not traj.policy_tokens:
             continue
-        per_token = None if mode == "uniform" else tuple(
-            token_advantages(adv, traj.policy_mask, traj.assistant_turn_rewards(), mode))
+        per_token = None
+        if mode != "uniform":
+            try:
+                per_token = tuple(token_advantages(adv, traj.policy_mask, traj.assistant_turn_rewards(), mode))
+            except ValueError as err:  # never expected; one odd trajectory must not stop the run
+                log.warning("task %d rollout %d: %s; its advantage is spread uniformly", traj.task_index,
+                            traj.rollout_index, err)
         out.append(Sample(traj.token_ids, traj.policy_mask, traj.logprobs, adv, per_token))
     return out
 
