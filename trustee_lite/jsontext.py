@@ -6,6 +6,7 @@ A real parser does the work; these helpers only find where the JSON is (the repa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -19,6 +20,14 @@ def strip_think(text: str) -> str:
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
     return text
+
+
+def think_text(text: str) -> str:
+    """The text of the reasoning blocks that strip_think drops (a template may open the block in
+    the prompt, leaving only the closing tag in the output)."""
+    if "<think>" not in text and "</think>" in text:
+        return text.rsplit("</think>", 1)[0].strip()
+    return "\n".join(block.strip() for block in re.findall(r"<think>(.*?)(?:</think>|$)", text, re.DOTALL)).strip()
 
 
 def strip_fence(text: str) -> str:

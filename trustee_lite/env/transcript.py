@@ -1,8 +1,8 @@
 """The conversation as every simulator role sees it: data, one JSON message per line inside
 tags, never text the policy could extend with turns of its own.
 
-Whatever the policy writes stays inside a JSON string: a forged "User: ..." line or a fake tool
-result is just characters of its own message. `<` and `>` are written as JSON escapes
+Whatever the policy writes stays inside a JSON string: a forged "User: ..." line or a forged
+tool result is just characters of its own message. `<` and `>` are written as JSON escapes
 (\\u003c, \\u003e), so no message can close the tags around it either. Too long a conversation
 is shortened in the middle of its longest texts, marked as shortened; every message, every
 tool call and every result stays.
@@ -11,10 +11,10 @@ tool call and every result stays.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from trustee_lite.env.toolcalls import parse_turn
+from trustee_lite.jsontext import think_text
 from trustee_lite.records import ToolCall, Turn
 
 OPEN, CLOSE = "<conversation>", "</conversation>"
@@ -42,7 +42,7 @@ def turn_messages(turn: Turn) -> list[dict[str, Any]]:
         return [{"role": "user", "content": turn.content}]
     if turn.role == "assistant":
         message: dict[str, Any] = {"role": "assistant"}
-        thinking = _thinking(turn.content)  # present only when the roles are shown it (strip_thinking off)
+        thinking = think_text(turn.content)  # present only when the roles are shown it (strip_thinking off)
         if thinking:
             message["thinking"] = thinking
         message["content"] = parse_turn(turn.content).content
@@ -50,14 +50,6 @@ def turn_messages(turn: Turn) -> list[dict[str, Any]]:
             message["tool_calls"] = [call_json(c) for c in turn.calls]
         return [message]
     return [{"role": "tool", "name": r.call.name, "content": r.result} for r in turn.results]
-
-
-def _thinking(text: str) -> str:
-    """The text of an assistant turn's think blocks (a template may open the block in the
-    prompt, leaving only the closing tag in the turn)."""
-    if "<think>" not in text and "</think>" in text:
-        return text.rsplit("</think>", 1)[0].strip()
-    return "\n".join(block.strip() for block in re.findall(r"<think>(.*?)(?:</think>|$)", text, re.DOTALL)).strip()
 
 
 def line(message: dict[str, Any]) -> str:

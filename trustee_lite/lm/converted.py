@@ -1,10 +1,10 @@
 """A converted copy of a small GGUF model, so transformers reads it once.
 
 transformers reads a GGUF file by rebuilding a fast tokenizer from its vocabulary and
-dequantising every tensor: for the embedded 135M model about 37 s on 2 cores, at every start of
+dequantising every tensor: for the embedded 135M model about 44 s on 2 cores, at every start of
 every command. The first load saves the result (`save_pretrained`, safetensors) under
-`$TRUSTEE_LITE_CACHE` (default `~/.cache/trustee_lite`); later loads read that in about a
-second. The copy is keyed by the file's name, size and modification time, the dtype and the
+`$TRUSTEE_LITE_CACHE` (default `~/.cache/trustee_lite`); later loads read that in about
+half a second. The copy is keyed by the file's name, size and modification time, the dtype and the
 transformers version, so a changed file or library never meets an old copy. Only files up to
 MAX_BYTES are kept (a dequantised copy is several times the GGUF's size): large models are
 read from their GGUF each time. A copy that cannot be written is skipped, never an error.

@@ -73,13 +73,14 @@ class TransformersBackend:
                 dtype = pick_dtype(cfg.dtype, self.device)
                 gguf = None if four_bit else self.location.gguf_path
                 copy = converted.folder(gguf, dtype) if gguf is not None else None
-                source = str(copy) if converted.ready(copy) else self.location.source
-                if source != self.location.source:  # read the converted copy, not the GGUF
+                from_copy = converted.ready(copy)
+                source = str(copy) if from_copy else self.location.source
+                if from_copy:  # read the converted copy, not the GGUF
                     kwargs = {"local_files_only": True}
                 self.tokenizer = AutoTokenizer.from_pretrained(source, **{
                     k: v for k, v in kwargs.items() if k in ("gguf_file", "local_files_only")})
                 model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-                if copy is not None and source == self.location.source:
+                if copy is not None and not from_copy:
                     converted.save(copy, model, self.tokenizer)
         except (OSError, ValueError) as err:
             hint = "" if Path(self.location.source).exists() else (
