@@ -146,3 +146,27 @@ def test_knob_names_have_one_source():
     from trustee_lite.records import KnobValues
 
     assert tuple(KnobTable.model_fields) == KNOB_NAMES == tuple(KnobValues.__dataclass_fields__)
+
+
+def test_set_overrides_a_recipe_setting(tmp_path):
+    from trustee_lite.config import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "smoke.yaml", ["train.learning_rate=0", "policy.lora.rank=4",
+                                                          "train.report_to=[tensorboard]"])
+    assert recipe.train.learning_rate == 0 and recipe.policy.lora.rank == 4 and recipe.train.report_to == ["tensorboard"]
+    assert recipe.train.steps == 3  # the rest is the file's
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("train.learning_rate", "--set train.learning_rate: must be section.key=value"),
+    ("name.x=1", "--set name.x=1: name is not a section"),
+    ("train.learning_rate=[", "--set train.learning_rate=[: the value is not valid YAML"),
+    ("train.learning_rate=-1", "smoke.yaml: train.learning_rate: must be >= 0"),
+    ("train.lr=0", "smoke.yaml: train.lr: unknown key"),
+])
+def test_bad_set_is_one_line_exit_2(setting, expected, capsys):
+    from trustee_lite.__main__ import main
+
+    assert main(["check", str(ROOT / "recipes" / "smoke.yaml"), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err

@@ -239,7 +239,7 @@ class TrainConfig(Section):
     steps: PositiveInt = 200
     tasks_per_step: PositiveInt = 16
     task_attempts: PositiveInt = 4  # draws per task slot; the second half at a lowered level
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-5
+    learning_rate: NonNegFloat = 1e-5  # 0: a control run (every update computed, the adapter never moves)
     warmup_steps: NonNegInt = 0  # optimizer steps of linear warm-up
     weight_decay: NonNegFloat = 0.0
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -255,6 +255,7 @@ class TrainConfig(Section):
     micro_batch_size: PositiveInt = 4  # sequences per forward/backward (memory is bounded by this)
     gradient_checkpointing: bool = False
     checkpoint_every: PositiveInt = 10  # keep an adapter every K steps (resume state: every step)
+    report_to: list[Literal["tensorboard", "wandb"]] = []  # trackers that get each committed step's figures
 
 
 class Recipe(Section):
@@ -278,8 +279,9 @@ class Recipe(Section):
             s.model, s.gguf_file, s.device, s.dtype, s.load_in_4bit)
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; relative paths inside it are resolved against its folder."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe file; relative paths inside it are resolved against its folder.
+    `overrides` are `section.key=value` settings (values in YAML) laid over the file's."""
     path = Path(path)
     place = path.name
     try:
@@ -299,7 +301,28 @@ def load_recipe(path: str | Path) -> Recipe:
         data = {}
     if not isinstance(data, dict):
         raise UserError(place, f"must be a mapping of sections, got {type(data).__name__}")
+    for setting in overrides or ():
+        apply_override(data, setting)
     return parse_recipe(data, place=place, base_dir=path.resolve().parent)
+
+
+def apply_override(data: dict, setting: str) -> None:
+    """Set `a.b.c=value` in the recipe's data (the value read as YAML: 0, 1e-4, true, [a, b])."""
+    key, sep, text = setting.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise UserError(f"--set {setting}", "must be section.key=value, e.g. train.learning_rate=0")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UserError(f"--set {setting}", "the value is not valid YAML") from None
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {setting}", f"{'.'.join(parts[:i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def parse_recipe(data: dict, place: str = "recipe", base_dir: Path | None = None) -> Recipe:

@@ -31,6 +31,8 @@ def add_db(parser: argparse.ArgumentParser, what: str = "the cache and run recor
 
 def add_recipe(parser: argparse.ArgumentParser, seed_help: str | None = "run seed (default: the recipe's seed)") -> None:
     parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a recipe setting, e.g. --set train.learning_rate=0 (repeatable)")
     if seed_help:
         parser.add_argument("--seed", type=int, default=None, help=seed_help)
 

@@ -25,7 +25,7 @@ def run(args) -> int:
     from trustee_lite.evaluation.tables import calibration_table
     from trustee_lite.store import Store
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     bfcl.require("calibrate")
     with Store(args.db) as store:
         result = asyncio.run(calibrate(recipe, store, args.limit))

@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from trustee_lite.config import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     missing = missing_models(recipe)
     if missing:
         print("\n".join(missing), file=sys.stderr)

@@ -33,7 +33,7 @@ def run(args) -> int:
     from trustee_lite.evaluation.tables import compare_table
     from trustee_lite.store import Store
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     seed = recipe.seed if args.seed is None else args.seed
     if not args.bfcl and not args.simulated:
         raise UserError("eval", "nothing to evaluate: give --bfcl CATEGORY ... and/or --simulated N")

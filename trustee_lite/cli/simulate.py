@@ -21,7 +21,7 @@ def run(args) -> int:
     from trustee_lite.config import load_recipe
     from trustee_lite.store import Store
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     seed = recipe.seed if args.seed is None else args.seed
     with Store(args.db) as store:
         summary = asyncio.run(simulate(recipe, store, args.episodes or recipe.simulate.episodes, seed))

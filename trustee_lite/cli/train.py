@@ -23,7 +23,7 @@ def run(args) -> int:
     from trustee_lite.store import Store
     from trustee_lite.train.loop import train
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     seed = recipe.seed if args.seed is None else args.seed
     out_dir = Path(args.out or Path("runs") / recipe.name).resolve()
     with Store(args.db) as store:
