@@ -5,6 +5,7 @@
     python -m trustee_lite compare [--db PATH] [--run ID ...]
     python -m trustee_lite check RECIPE [--gpu GIB]
     python -m trustee_lite calibrate RECIPE [--limit N] [--db PATH]
+    python -m trustee_lite report [--db PATH] [--run ID ...] [--out FILE] [--trajectories N] [--figures DIR]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.
@@ -17,11 +18,11 @@ import logging
 import os
 import sys
 
-from trustee_lite.cli import calibrate, check, compare, simulate, train
+from trustee_lite.cli import calibrate, check, compare, report, simulate, train
 from trustee_lite.cli import eval as evaluate
 
 COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
-            "calibrate": calibrate}
+            "calibrate": calibrate, "report": report}
 
 
 def _parser() -> argparse.ArgumentParser:

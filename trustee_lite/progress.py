@@ -19,3 +19,29 @@ def bar(total: int, desc: str, unit: str = "episode") -> tqdm:
 def say(line: str) -> None:
     """One line for the user on stderr, without breaking a bar being drawn."""
     tqdm.write(line, file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """4 s, 3m05s, 1h02m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def run_eta(step_seconds: list[float], steps_after: int, elapsed: float, done: int, total: int) -> float | None:
+    """Seconds left in a run: the rest of the current step plus `steps_after` more steps.
+
+    A step is expected to take the median of the finished steps' times; before any step has
+    finished, the current step's pace so far (`done` of its `total` episodes in `elapsed`
+    seconds). None when there is nothing to go by yet."""
+    if step_seconds:
+        ordered = sorted(step_seconds)
+        per_step = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    elif done > 0 and total > 0:
+        per_step = elapsed * total / done
+    else:
+        return None
+    return max(0.0, per_step - elapsed) + per_step * steps_after

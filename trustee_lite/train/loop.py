@@ -19,7 +19,7 @@ from pathlib import Path
 
 from trustee_lite.config import Recipe
 from trustee_lite.metrics import episode_figures, mean, rounded, time_split
-from trustee_lite.progress import bar, say
+from trustee_lite.progress import bar, duration, run_eta, say
 from trustee_lite.records import StepRecord, TaskDraft, Trajectory
 from trustee_lite.runtime import Runtime, open_runtime, preflight
 from trustee_lite.store import Store
@@ -27,6 +27,7 @@ from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adap
 from trustee_lite.train.curriculum import knobs_at, move_level
 from trustee_lite.train.grpo import step_advantages, training_samples
 from trustee_lite.train.learner import Learner
+from trustee_lite.train.trackers import Trackers, check_installed
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: int | None, fresh: bool) -> dict:
     """Train (or resume training) for the recipe's steps, or `steps`; return the summary."""
     preflight(recipe)
+    check_installed(recipe.train.report_to, recipe.source)
     start = time.perf_counter()
     state = open_run(store, recipe, out_dir, seed, fresh)  # a resume error shows before models load
     if state.next_step > 1:
@@ -99,6 +101,9 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
     log.info("learner: %d trainable parameters", learner.trainable_parameters)
     level, estimator = state.level, state.estimator
     totals = _Totals()
+    # the run's committed steps (a resumed run's too) set the pace the ETA goes by
+    step_seconds = [row[0] for row in store.db.execute("SELECT wall_s FROM steps WHERE run_id = ?", [state.run_id])]
+    trackers = Trackers(cfg.report_to, out_dir, state.run_id, recipe.name, recipe.model_dump(mode="json"))
     prefetch: asyncio.Task | None = None
     status = "done"
 
@@ -119,7 +124,7 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 drafts = await (prefetch or drafts_for(step, level))
                 prefetch = None
                 log.info("step %d: rollouts", step)
-                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed)
+                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed, step_seconds, step_start)
                 # Success moves the curriculum; the next step's tasks are drafted at the new level
                 # while this step trains (tasks only: every trajectory comes from the current policy).
                 flat = [t for g in groups for t in g]
@@ -144,13 +149,18 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                     (t.task_index, t.rollout_index): None if t.aborted else a
                     for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
                 log.info("step %d: committed", step)
+                trackers.log(step, record.row())
                 totals.add(split)
+                step_seconds.append(split["wall_s"])
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
-                say(_summary_line(step, total_steps, level, new_level, figures, update, split))
+                eta = run_eta(step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
+                say(_summary_line(step, total_steps, level, new_level, figures, update, split)
+                    + (f" | run ETA {duration(eta)}" if eta is not None else ""))
                 level = new_level
         finally:
             if prefetch is not None:
                 prefetch.cancel()
+            trackers.close()
     return _finish(store, state, runtime, out_dir, status, level, totals, time.perf_counter() - start)
 
 
@@ -172,13 +182,23 @@ def step_record(step: int, level: int, new_level: int, cur, drafts: list[TaskDra
 
 
 async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, drafts: list[TaskDraft],
-                    seed: int) -> list[list[Trajectory]]:
-    """Record the step's tasks and play all their rollouts concurrently, one bar for the step."""
+                    seed: int, step_seconds: list[float], step_start: float) -> list[list[Trajectory]]:
+    """Record the step's tasks and play all their rollouts concurrently, one bar for the step,
+    with the whole run's ETA beside it."""
     per_task = runtime.recipe.rollout.rollouts_per_task
     progress = bar(len(drafts) * per_task, f"step {step}/{total_steps}")
+
+    def done(_) -> None:
+        eta = run_eta(step_seconds, total_steps - step, time.perf_counter() - step_start, progress.n + 1, progress.total)
+        progress.set_postfix_str(f"run ETA {duration(eta)}" if eta is not None else "", refresh=False)
+        progress.update(1)
+
+    eta = run_eta(step_seconds, total_steps - step, 0.0, 0, progress.total)
+    if eta is not None:
+        progress.set_postfix_str(f"run ETA {duration(eta)}")
     try:
         return list(await asyncio.gather(*(
-            runtime.play(draft, per_task, seed, run_id, step, on_done=lambda _: progress.update(1)) for draft in drafts)))
+            runtime.play(draft, per_task, seed, run_id, step, on_done=done) for draft in drafts)))
     finally:
         progress.close()
 

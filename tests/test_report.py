@@ -1,0 +1,219 @@
+"""`report`, trackers and the run's ETA, on one real record: a 2-step training run of the embedded
+policy (a scripted simulator, TensorBoard on), a BFCL `eval` run of the same policy, and one
+episode whose policy text tries to break out of the page. The page is loaded in headless
+Chromium; under CI (TRUSTEE_LITE_REQUIRE_BROWSER=1) a missing browser fails the test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import importlib
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedBackend, role_of
+
+from trustee_lite.__main__ import main
+from trustee_lite.config import parse_recipe
+from trustee_lite.env.chat import PolicyChat
+from trustee_lite.env.episode import Policy
+from trustee_lite.env.simulator import SimulatorClient
+from trustee_lite.env.tools import load_pool
+from trustee_lite.lm import GenerationService
+from trustee_lite.progress import duration, run_eta
+from trustee_lite.records import KnobValues, TaskDraft, ToolCall, Trajectory, Turn
+from trustee_lite.report.data import differences, sample_steps
+from trustee_lite.runtime import Runtime
+from trustee_lite.store import Store
+from trustee_lite.train.checkpoints import open_run
+from trustee_lite.train.loop import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")
+CHROMIUM = os.environ.get("TRUSTEE_LITE_CHROMIUM", "/usr/bin/chromium")
+STEPS = 2
+WEATHER = {"type": "function", "function": {
+    "name": "weather", "description": "Current weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+QUERY = 'Reply with exactly this: <tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>'
+SIMULATOR = {
+    "task_generator": {"user_intent": "Know the weather in Paris.", "expected_tool_calls": ["weather"],
+                       "user_persona": "A traveller.", "first_user_query": QUERY},
+    "user_simulator": {"response": "Thanks.", "reward": 1},
+    "tool_simulator": {"result": '{"temp_c": 18}', "reward": 1},
+}
+BREAKOUT = '</script><script>window.injected = 1</script><img src=x onerror="window.injected = 2"><u id="forged">forged?</u>'
+
+
+def simulator(request) -> str:
+    role = role_of(request)
+    if role == "verifier":  # a verdict that varies with the conversation, so groups have unequal rewards
+        reward = int(hashlib.sha256(request.messages[-1]["content"].encode()).hexdigest(), 16) % 3 - 1
+        return json.dumps({"reasoning": f"judged: {reward}", "reward": reward})
+    return json.dumps(SIMULATOR[role])
+
+
+@pytest.fixture(scope="module")
+def record(smol_backend, tmp_path_factory):
+    """The database (train, eval and a hostile episode), the training output folder, its stderr."""
+    root = tmp_path_factory.mktemp("report")
+    tools = root / "tools.json"
+    tools.write_text(json.dumps([WEATHER]))
+    recipe = parse_recipe({
+        "name": "report-test", "seed": 3,
+        "policy": {"model": "embedded", "max_new_tokens": 24, "max_response_tokens": 24, "temperature": 1.0,
+                   "batch_size": 8, "lora": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        "simulator": {"backend": "transformers", "model": "scripted", "retries": 0},
+        "tools": {"file": str(tools)},
+        "rollout": {"rollouts_per_task": 4},
+        "curriculum": {"initial_level": 1, "soft_eps": 0.0, "step": 0,
+                       "knobs": {"max_assistant_turns": {"scale": 0.0, "min": 1, "max": 1}}},
+        "train": {"steps": STEPS, "tasks_per_step": 1, "learning_rate": 1e-3, "kl_coef": 0.0, "micro_batch_size": 4,
+                  "report_to": ["tensorboard"]},
+    })
+    backend = copy.copy(smol_backend)
+    backend.model = copy.deepcopy(smol_backend.model)
+    db, out = root / "db.sqlite", root / "out"
+
+    async def train():
+        async with GenerationService(backend, 8) as policy_service, \
+                GenerationService(ScriptedBackend(simulator)) as sim_service:
+            with Store(db) as store:
+                env = Runtime(recipe, store, load_pool(str(tools)),
+                              Policy(policy_service, PolicyChat(backend.tokenizer), 1.0, 1.0),
+                              SimulatorClient(sim_service, store, recipe.simulator), policy_service, sim_service)
+                state = open_run(store, recipe, out, recipe.seed, fresh=False)
+                return await run_training(env, store, state, out, recipe.seed, STEPS, time.perf_counter())
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        summary = asyncio.run(train())
+    assert summary["steps"] == STEPS
+    status = main(["eval", SMOKE, "--bfcl", "simple_python", "--limit", "2", "--max-new-tokens", "16", "--db", str(db)])
+    assert status == 0
+    _hostile_episode(db)
+    return db, out, stderr.getvalue()
+
+
+def _hostile_episode(db: Path) -> None:
+    """A simulate run whose policy wrote markup and script: the page must show it as text."""
+    knobs = KnobValues(1, 1, 0, 0, 0, 1, 0, 1, 1, 1)
+    with Store(db) as store:
+        run_id = store.start_run("simulate", "hostile", 0, {"name": "hostile"})
+        draft = TaskDraft(0, 1, "weather", knobs, ("weather",))
+        task_id = store.add_draft(run_id, draft)
+        turns = (Turn("assistant", BREAKOUT, calls=(ToolCall("weather", {"city": BREAKOUT}),)),)
+        store.add_trajectory(run_id, task_id, Trajectory(0, 0, turns, "max_assistant_turns", -1.0, BREAKOUT,
+                                                         token_ids=(1, 2, 3), policy_mask=(0, 1, 1), logprobs=(0, 0, 0)))
+        store.finish_run(run_id, "done", {})
+
+
+def test_report_writes_one_small_page(record, tmp_path, capsys):
+    db, _, _ = record
+    out, figures = tmp_path / "report.html", tmp_path / "figures"
+    assert main(["report", "--db", str(db), "--out", str(out), "--figures", str(figures)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    page = out.read_text()
+    assert result["bytes"] == len(page.encode()) < 1_000_000
+    assert page.count("<svg") >= 6 and "Evaluation: BFCL accuracy" in page
+    assert "<script>window.injected" not in page and "<img src=x" not in page  # the policy's markup stays data
+    assert {p.name for p in figures.iterdir()} == {f"{name}.svg" for name in (
+        "valid_calls", "reward", "success", "level", "tokens", "time_split", "loss", "evaluation")}  # no abort, no calibration
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--db", "/nonexistent/db.sqlite"], "/nonexistent/db.sqlite: no such database"),
+    (["--run", "99"], "--run: no run 99 in"),
+    (["--trajectories", "-1"], "--trajectories: must be >= 0, got -1"),
+])
+def test_report_user_errors_are_one_line_exit_2(record, args, expected, capsys):
+    db, _, _ = record
+    assert main(["report", "--db", str(db), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_page_in_headless_chromium(record, tmp_path):
+    """The page loads without console errors; the plots show; choosing a step and a task shows its
+    rollouts side by side; the hostile episode's markup shows as text and runs nothing."""
+    required = bool(os.environ.get("TRUSTEE_LITE_REQUIRE_BROWSER"))
+    if shutil.which(CHROMIUM) is None:
+        (pytest.fail if required else pytest.skip)(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    sync_api = importlib.import_module("playwright.sync_api") if required else pytest.importorskip("playwright.sync_api")
+    db, _, _ = record
+    out = tmp_path / "report.html"
+    assert main(["report", "--db", str(db), "--out", str(out)]) == 0
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        plots = page.locator(".plot svg")
+        assert plots.count() >= 6 and plots.first.is_visible()
+        options = page.locator("#group option").all_text_contents()
+        assert options[:STEPS] == [f"run 1 report-test, step {s}" for s in range(1, STEPS + 1)]
+        page.select_option("#group", index=STEPS - 1)
+        rollouts = page.locator(".rollout")
+        assert rollouts.count() == 4 and rollouts.first.is_visible()
+        first = rollouts.first.inner_text()
+        assert "advantage" in first and "verifier:" in first and "judged:" in first and "Reply with exactly" in first
+        assert page.locator(".rollout .policy-text").count() == 4
+        page.screenshot(path=str(tmp_path / "step.png"), full_page=True)
+        page.select_option("#group", label="run 3 simulate hostile")
+        assert BREAKOUT in page.locator(".rollout .policy-text").first.inner_text()
+        assert page.evaluate("window.injected") is None and page.locator("#forged").count() == 0
+        browser.close()
+    assert errors == []
+
+
+def test_tensorboard_events_hold_each_committed_step(record):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    db, out, _ = record
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    with Store(db) as store:
+        steps = list(store.db.query("SELECT step, mean_reward, wall_s, level FROM steps WHERE run_id = 1 ORDER BY step"))
+    for tag, column in (("reward/mean", "mean_reward"), ("time/wall_s", "wall_s"), ("curriculum/level", "level")):
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [s["step"] for s in steps]
+        assert [e.value for e in logged] == pytest.approx([s[column] for s in steps], rel=1e-6)
+
+
+def test_progress_shows_the_run_eta(record):
+    _, _, stderr = record
+    summaries = [line for line in stderr.splitlines() if line.startswith("step 1/2: level")]
+    assert len(summaries) == 1 and " | run ETA " in summaries[0]
+    seconds = float(summaries[0].split(" | ")[1].split("s")[0])  # "| 12.3s (policy ..." : the step's wall time
+    # one more step of the same length (the line shows the wall time to 0.1 s)
+    assert any(summaries[0].endswith(f"run ETA {duration(seconds + d)}") for d in (-0.05, 0.0, 0.05))
+    assert "run ETA" in stderr.split("step 2/2", 1)[1]  # beside the second step's bar
+
+
+def test_eta_arithmetic():
+    assert run_eta([10.0, 30.0, 20.0], 2, 5.0, 0, 0) == 15.0 + 2 * 20.0  # median 20: rest of this step + 2 more
+    assert run_eta([10.0, 30.0], 1, 0.0, 3, 8) == 40.0  # even count: median 20
+    assert run_eta([], 3, 10.0, 2, 8) == 30.0 + 3 * 40.0  # no finished step: this step's pace (40 s a step)
+    assert run_eta([], 3, 10.0, 0, 8) is None
+    assert run_eta([50.0], 0, 80.0, 4, 8) == 0.0  # a step running late adds nothing negative
+    assert [duration(s) for s in (4.4, 185, 3720)] == ["4s", "3m05s", "1h02m"]
+
+
+def test_sampled_steps_and_run_labels():
+    assert sample_steps(list(range(1, 11)), 3) == [1, 5, 10]
+    assert sample_steps([1, 2, 3], 5) == [1, 2, 3] and sample_steps([1, 2, 3], 0) == [1, 2, 3]
+    assert sample_steps([4, 5, 6], 1) == [6]
+    recipes = [{"seed": 0, "train": {"learning_rate": 1e-3}, "source": "a.yaml"},
+               {"seed": 1, "train": {"learning_rate": 0}, "source": "b.yaml"}]
+    assert differences(recipes) == [{"seed": "0", "train.learning_rate": "0.001"}, {"seed": "1", "train.learning_rate": "0"}]

@@ -1,0 +1,176 @@
+"""What the report shows, read from the run record: the runs, each training step's figures, the
+valid-call rate per step, evaluation results, and the episodes of a sample of steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trustee_lite.store import Store, decode_ints
+from trustee_lite.train.grpo import turn_spans
+
+STEP_FIGURES = ("mean_reward", "std_reward", "success_batch", "success_rolling", "level", "next_level", "aborted",
+                "episodes", "policy_tokens", "simulator_tokens", "loss", "kl", "wall_s", "policy_gen_s",
+                "simulation_s", "training_s", "other_s")
+
+
+@dataclass
+class RunSeries:
+    """One run: its label and, for a training run, one value per committed step of each figure."""
+
+    id: int
+    kind: str
+    name: str
+    seed: int
+    status: str
+    label: str = ""
+    group: str = ""  # runs that differ only by seed share a group (and a colour in the plots)
+    recipe: dict = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+    figures: dict[str, list] = field(default_factory=dict)
+    abort_reasons: list[dict[str, int]] = field(default_factory=list)
+    valid_call_rate: list[float | None] = field(default_factory=list)
+
+
+def runs(store: Store, ids: list[int] | None = None) -> list[RunSeries]:
+    """The runs asked for (all when None), oldest first, each labelled by the settings that tell
+    it apart from the other runs of its kind and recipe name."""
+    where = f"WHERE id IN ({', '.join('?' * len(ids))})" if ids else ""
+    rows = list(store.db.query(f"SELECT * FROM runs {where} ORDER BY id", list(ids or [])))
+    out = [RunSeries(r["id"], r["kind"], r["name"], r["seed"], r["status"], recipe=orjson.loads(r["recipe"]))
+           for r in rows]
+    alike: dict[tuple[str, str], list[RunSeries]] = {}  # runs of one kind and recipe name
+    for run in out:
+        alike.setdefault((run.kind, run.name), []).append(run)
+    for members in alike.values():
+        for run, differs in zip(members, differences([r.recipe | {"seed": r.seed} for r in members])):
+            extra = ", ".join(f"{k}={v}" for k, v in differs.items())
+            run.label = f"run {run.id} {run.kind} {run.name}" + (f" ({extra})" if extra else "")
+            run.group = f"{run.kind} {run.name} " + ", ".join(f"{k}={v}" for k, v in differs.items() if k != "seed")
+    for run in out:
+        if run.kind == "train":
+            _read_steps(store, run)
+    return out
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"learning_rate": 0}} -> {"train.learning_rate": 0}."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def differences(recipes: list[dict], most: int = 3) -> list[dict[str, str]]:
+    """For each recipe, the settings in which the recipes differ ({"seed": "1",
+    "train.learning_rate": "0"}), the seed first, at most `most` of them; the recipe's source
+    file name never counts."""
+    flat = [flatten(r) for r in recipes]
+    keys = sorted({k for f in flat for k in f} - {"source"})
+    differing = [k for k in keys if len({orjson.dumps(f.get(k)) for f in flat}) > 1]
+    differing.sort(key=lambda k: (k != "seed", k))
+    return [{k: _short(f.get(k)) for k in differing[:most]} for f in flat]
+
+
+def _short(value: Any) -> str:
+    return orjson.dumps(value).decode() if isinstance(value, (list, dict)) else str(value)
+
+
+def _read_steps(store: Store, run: RunSeries) -> None:
+    rows = list(store.db.query("SELECT * FROM steps WHERE run_id = ? ORDER BY step", [run.id]))
+    run.steps = [r["step"] for r in rows]
+    run.figures = {name: [r[name] for r in rows] for name in STEP_FIGURES}
+    run.abort_reasons = [orjson.loads(r["abort_reasons"]) for r in rows]
+    rates = valid_call_rates(store, run.id)
+    run.valid_call_rate = [rates.get(step) for step in run.steps]
+
+
+def valid_call_rates(store: Store, run_id: int) -> dict[int | None, float]:
+    """Per step: the share of finished (not aborted) episodes with at least one well-formed tool call."""
+    made: dict[int, bool] = {}
+    step_of: dict[int, int | None] = {}
+    for traj_id, step, calls in store.db.execute(
+            "SELECT t.id, t.step, u.calls FROM trajectories t LEFT JOIN turns u ON u.trajectory_id = t.id "
+            "AND u.role = 'assistant' AND u.calls IS NOT NULL WHERE t.run_id = ? AND t.abort_reason IS NULL", [run_id]):
+        step_of[traj_id] = step
+        well_formed = calls is not None and any(c.get("error") is None for c in orjson.loads(calls))
+        made[traj_id] = made.get(traj_id, False) or well_formed
+    counts: dict[int | None, list[int]] = {}
+    for traj_id, step in step_of.items():
+        total = counts.setdefault(step, [0, 0])
+        total[0] += made[traj_id]
+        total[1] += 1
+    return {step: hits / n for step, (hits, n) in counts.items()}
+
+
+def sample_steps(steps: list[int], count: int) -> list[int]:
+    """`count` steps spread evenly over a run, the first and the last included (0: all)."""
+    if count <= 0 or count >= len(steps):
+        return list(steps)
+    if count == 1:
+        return [steps[-1]]
+    picks = {steps[round(i * (len(steps) - 1) / (count - 1))] for i in range(count)}
+    return sorted(picks)
+
+
+def episodes(store: Store, run: RunSeries, steps: list[int] | None) -> list[dict]:
+    """The tasks of a run (of the given steps; all when None) with their rollouts and turns, for
+    the trajectory browser."""
+    where, params = "run_id = ?", [run.id]
+    if steps is not None:
+        where += f" AND step IN ({', '.join('?' * len(steps))})"
+        params += steps
+    tasks = {(r["step"], r["task_index"]): _task(r) for r in store.db.query(
+        f"SELECT * FROM tasks WHERE {where} ORDER BY step, task_index", params)}
+    trajectories = list(store.db.query(f"SELECT * FROM trajectories WHERE {where} ORDER BY step, task_index, "
+                                       "rollout_index", params))
+    turns: dict[int, list[dict]] = {}
+    if trajectories:
+        ids = [t["id"] for t in trajectories]
+        for row in store.db.query(f"SELECT * FROM turns WHERE trajectory_id IN ({', '.join('?' * len(ids))}) "
+                                  "ORDER BY trajectory_id, turn_index", ids):
+            turns.setdefault(row["trajectory_id"], []).append(row)
+    for t in trajectories:
+        task = tasks.setdefault((t["step"], t["task_index"]), {"task_index": t["task_index"], "step": t["step"],
+                                                               "status": "unrecorded"})
+        task.setdefault("rollouts", []).append(_rollout(t, turns.get(t["id"], []), trained=run.kind == "train"))
+    return [{"run": run.id, **task} for task in tasks.values()]
+
+
+def _task(row: dict) -> dict:
+    task = {k: row[k] for k in ("step", "task_index", "category", "level", "status", "failure", "user_intent",
+                                 "user_persona", "first_user_query")}
+    task["knobs"] = orjson.loads(row["knobs"])
+    task["tools"] = orjson.loads(row["tools"])
+    task["expected_tool_calls"] = orjson.loads(row["expected_tool_calls"] or "[]")
+    return task
+
+
+def _rollout(t: dict, turn_rows: list[dict], trained: bool) -> dict:
+    """A rollout: its verdict, advantage and turns; each assistant turn with the number of tokens
+    the policy wrote in it (trained when the step's update used them: a finished episode of a
+    training run)."""
+    spans = turn_spans(decode_ints(t["policy_mask"] or b""))
+    assistant = [row for row in turn_rows if row["role"] == "assistant"]
+    lengths = [end - start for start, end in spans] if len(spans) == len(assistant) else [None] * len(assistant)
+    lengths_iter = iter(lengths)
+    turns = []
+    for row in turn_rows:
+        turn = {"role": row["role"], "content": row["content"], "reward": row["reward"],
+                "calls": orjson.loads(row["calls"]) if row["calls"] else []}
+        if row["role"] == "assistant":
+            turn["tokens"] = next(lengths_iter)
+            turn["turn_reward"] = row["turn_reward"]
+        turns.append(turn)
+    return {"rollout_index": t["rollout_index"], "final_reward": t["final_reward"], "advantage": t["advantage"],
+            "end_reason": t["end_reason"], "abort_reason": t["abort_reason"],
+            "verifier_reasoning": t["verifier_reasoning"], "policy_tokens": t["policy_tokens"],
+            "trained": trained and t["abort_reason"] is None and t["advantage"] is not None, "turns": turns}
+
+
+def eval_results(store: Store, run_ids: list[int]) -> list[dict]:
+    return store.eval_results(run_ids) if run_ids else []

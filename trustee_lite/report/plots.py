@@ -1,0 +1,202 @@
+"""The report's figures, drawn by matplotlib as SVG text (text kept as text, so pages stay small
+and searchable). Each function takes the runs (data.RunSeries) or stored results and returns
+(title, svg), or None when it has nothing to draw."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+from trustee_lite.evaluation.tables import column_name
+from trustee_lite.report.data import RunSeries
+
+TIME_PARTS = (("policy_gen_s", "policy generation"), ("simulation_s", "simulation"), ("training_s", "training"),
+              ("other_s", "other"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "trustee"})
+    return plt
+
+
+def _svg(fig) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    _pyplot().close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prologue and doctype: the SVG goes inline
+
+
+def _figure(title: str, width: float = 6.4, height: float = 3.2, cols: int = 1):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, cols, figsize=(width, height), squeeze=False, sharey=True)
+    fig.suptitle(title, fontsize=10)
+    return fig, list(axes[0])
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _trained(runs: list[RunSeries]) -> list[RunSeries]:
+    return [r for r in runs if r.steps]
+
+
+def _colors(runs: list[RunSeries]) -> dict[int, str]:
+    """One colour per group of runs that differ only by seed; line styles tell seeds apart."""
+    groups: dict[str, str] = {}
+    palette = [f"C{i}" for i in range(10)]
+    out = {}
+    for run in runs:
+        out[run.id] = groups.setdefault(run.group, palette[len(groups) % len(palette)])
+    return out
+
+
+def _lines(title: str, ylabel: str, runs: list[RunSeries], series, ylim=None):
+    runs = _trained(runs)
+    if not runs:
+        return None
+    fig, (ax,) = _figure(title)
+    colors = _colors(runs)
+    styles = ["-", "--", ":", "-."]
+    drawn = False
+    for i, run in enumerate(runs):
+        for name, values, style in series(run):
+            points = [(s, v) for s, v in zip(run.steps, values) if v is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, style or styles[i % len(styles)], marker="o",
+                    markersize=3, color=colors[run.id], label=f"{run.label}{name}")
+            drawn = True
+    if not drawn:
+        _pyplot().close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(_integer_ticks())
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=7, loc="best")
+    return title, _svg(fig)
+
+
+def valid_calls(runs):
+    return _lines("Episodes with a well-formed tool call", "share of finished episodes", runs,
+                  lambda r: [("", r.valid_call_rate, None)], ylim=(-0.05, 1.05))
+
+
+def reward(runs):
+    return _lines("Mean reward (verifier, finished episodes)", "mean reward", runs,
+                  lambda r: [("", r.figures["mean_reward"], None)], ylim=(-1.05, 1.05))
+
+
+def success(runs):
+    return _lines("Curriculum's success signal: the batch's and the rolling estimate", "signal (reward scale)", runs,
+                  lambda r: [(" batch", r.figures["success_batch"], "-"), (" rolling", r.figures["success_rolling"], ":")],
+                  ylim=(-1.05, 1.05))
+
+
+def level(runs):
+    return _lines("Curriculum level", "level", runs, lambda r: [("", r.figures["level"], None)])
+
+
+def tokens(runs):
+    return _lines("Tokens per step", "tokens", runs, lambda r: [(" policy", r.figures["policy_tokens"], "-"),
+                                                                (" simulator", r.figures["simulator_tokens"], "--")])
+
+
+def loss(runs):
+    return _lines("Loss (steps with unequal rewards in a group)", "loss", runs,
+                  lambda r: [("", r.figures["loss"], None)])
+
+
+def _per_run_bars(title: str, ylabel: str, runs: list[RunSeries], parts_of):
+    """Stacked bars per step, one panel per run (at most 4 panels)."""
+    runs = _trained(runs)[:4]
+    if not runs:
+        return None
+    fig, axes = _figure(title, width=max(6.4, 3.4 * len(runs)), cols=len(runs))
+    drawn = False
+    for ax, run in zip(axes, runs):
+        bottom = [0.0] * len(run.steps)
+        for i, (label, values) in enumerate(parts_of(run)):
+            values = [v or 0 for v in values]
+            if any(values):
+                ax.bar(run.steps, values, bottom=bottom, label=label, color=f"C{i}")
+                bottom = [b + v for b, v in zip(bottom, values)]
+                drawn = True
+        ax.set_title(run.label, fontsize=8)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(_integer_ticks())
+    if not drawn:
+        _pyplot().close(fig)
+        return None
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    return title, _svg(fig)
+
+
+def aborts(runs):
+    def parts(run):
+        reasons = sorted({k for step in run.abort_reasons for k in step})
+        return [(reason, [step.get(reason, 0) for step in run.abort_reasons]) for reason in reasons]
+    return _per_run_bars("Aborted episodes by reason", "episodes", runs, parts)
+
+
+def time_split(runs):
+    return _per_run_bars("Time per step (policy generation and simulation can overlap)", "seconds", runs,
+                         lambda run: [(label, run.figures[name]) for name, label in TIME_PARTS])
+
+
+def _grouped_bars(title: str, ylabel: str, rows: list[str], columns: dict[str, dict[str, float | None]], ylim=None):
+    """One group of bars per row (category), one bar per column (variant)."""
+    fig, (ax,) = _figure(title, width=max(6.4, 0.9 * len(rows) * max(1, len(columns)) ** 0.5 + 2))
+    width = 0.8 / max(1, len(columns))
+    for i, (column, cells) in enumerate(columns.items()):
+        xs = [j + i * width for j in range(len(rows))]
+        bars = ax.bar(xs, [cells.get(r) or 0 for r in rows], width=width, label=column, color=f"C{i}")
+        ax.bar_label(bars, labels=["-" if cells.get(r) is None else f"{cells[r]:.2f}" for r in rows], fontsize=7)
+    ax.set_xticks([j + width * (len(columns) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=7)
+    return title, _svg(fig)
+
+
+def evaluation(results: list[dict]):
+    """BFCL accuracy and held-out mean reward, variants side by side (the newest result of each pair)."""
+    results = [r for r in results if r["benchmark"] != "calibration"]
+    if not results:
+        return None
+    columns: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for r in results:
+        row = r["category"] if r["benchmark"] == "bfcl" else f"simulated {r['category']} (reward)"
+        columns[f"{column_name(r)} (run {r['run_id']})"][row] = r["score"]
+    rows = list(dict.fromkeys(row for cells in columns.values() for row in cells))
+    return _grouped_bars("Evaluation: BFCL accuracy, held-out tasks' mean reward", "score", rows, dict(columns),
+                         ylim=(-1.05, 1.05) if any(r.startswith("simulated") for r in rows) else (0, 1.05))
+
+
+def calibration(results: list[dict]):
+    results = [r for r in results if r["benchmark"] == "calibration"]
+    if not results:
+        return None
+    columns: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for r in results:
+        columns[f"{column_name(r)} (run {r['run_id']})"][r["category"]] = r["score"]
+    rows = list(dict.fromkeys(row for cells in columns.values() for row in cells))
+    return _grouped_bars("Simulator calibration: accuracy by case kind", "accuracy", rows, dict(columns), ylim=(0, 1.05))
+
+
+STEP_PLOTS = (valid_calls, reward, success, level, aborts, tokens, time_split, loss)
