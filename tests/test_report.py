@@ -99,6 +99,7 @@ def record(smol_backend, tmp_path_factory):
     status = main(["eval", SMOKE, "--bfcl", "simple_python", "--limit", "2", "--max-new-tokens", "16", "--db", str(db)])
     assert status == 0
     _hostile_episode(db)
+    _calibration_result(db)
     return db, out, stderr.getvalue()
 
 
@@ -115,6 +116,18 @@ def _hostile_episode(db: Path) -> None:
         store.finish_run(run_id, "done", {})
 
 
+def _calibration_result(db: Path) -> None:
+    """Two case kinds of a simulator's calibration, as `calibrate` stores them (a real run takes
+    minutes; its own tests are in test_calibration.py)."""
+    with Store(db) as store:
+        run_id = store.start_run("calibrate", "smoke", 0, {"name": "smoke"})
+        for kind, score in (("positive", 0.5), ("skipped_call", 0.75)):
+            store.add_eval_result(run_id, {"adapter": None, "adapter_step": None, "benchmark": "calibration",
+                                           "category": kind, "count": 4, "score": score, "errors": {},
+                                           "figures": {"simulator": "llama_cpp embedded"}})
+        store.finish_run(run_id, "done", {})
+
+
 def test_report_writes_one_small_page(record, tmp_path, capsys):
     db, _, _ = record
     out, figures = tmp_path / "report.html", tmp_path / "figures"
@@ -125,7 +138,7 @@ def test_report_writes_one_small_page(record, tmp_path, capsys):
     assert page.count("<svg") >= 6 and "Evaluation: BFCL accuracy" in page
     assert "<script>window.injected" not in page and "<img src=x" not in page  # the policy's markup stays data
     assert {p.name for p in figures.iterdir()} == {f"{name}.svg" for name in (
-        "valid_calls", "reward", "success", "level", "tokens", "time_split", "loss", "evaluation")}  # no abort, no calibration
+        "valid_calls", "reward", "success", "level", "tokens", "time_split", "loss", "evaluation", "calibration")}
 
 
 @pytest.mark.parametrize("args, expected", [

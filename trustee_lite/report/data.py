@@ -170,7 +170,3 @@ def _rollout(t: dict, turn_rows: list[dict], trained: bool) -> dict:
             "end_reason": t["end_reason"], "abort_reason": t["abort_reason"],
             "verifier_reasoning": t["verifier_reasoning"], "policy_tokens": t["policy_tokens"],
             "trained": trained and t["abort_reason"] is None and t["advantage"] is not None, "turns": turns}
-
-
-def eval_results(store: Store, run_ids: list[int]) -> list[dict]:
-    return store.eval_results(run_ids) if run_ids else []

@@ -19,7 +19,8 @@ from trustee_lite.store import Store
 def build(store: Store, run_ids: list[int] | None, trajectory_steps: int, figures_dir: Path | None = None) -> str:
     """The whole page as a string."""
     runs = data.runs(store, run_ids)
-    results = data.eval_results(store, [r.id for r in runs if r.kind in ("eval", "calibrate")])
+    scored = [r.id for r in runs if r.kind in ("eval", "calibrate")]
+    results = store.eval_results(scored) if scored else []
     made = [(plot.__name__, plot(runs)) for plot in plots.STEP_PLOTS]
     made += [("evaluation", plots.evaluation(results)), ("calibration", plots.calibration(results))]
     drawn = [(name, *figure) for name, figure in made if figure is not None]

@@ -51,14 +51,16 @@ class _Totals:
     """This process's figures (the run's committed totals come from the store)."""
 
     steps: int = 0
+    trained: int = 0  # steps whose update had a gradient (a group with unequal rewards, or a KL term)
     policy_gen_s: float = 0.0
     simulation_s: float = 0.0
     training_s: float = 0.0
     other_s: float = 0.0
     step_seconds: list[float] = field(default_factory=list)
 
-    def add(self, split: dict) -> None:
+    def add(self, split: dict, trained: bool) -> None:
         self.steps += 1
+        self.trained += trained
         self.step_seconds.append(split["wall_s"])
         for name in ("policy_gen_s", "simulation_s", "training_s", "other_s"):
             setattr(self, name, getattr(self, name) + split[name])
@@ -150,7 +152,7 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                     for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
                 log.info("step %d: committed", step)
                 trackers.log(step, record.row())
-                totals.add(split)
+                totals.add(split, update.loss is not None)
                 step_seconds.append(split["wall_s"])
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
                 eta = run_eta(step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
@@ -161,6 +163,9 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
             if prefetch is not None:
                 prefetch.cancel()
             trackers.close()
+    if totals.steps and not totals.trained:
+        say(f"no update in these {totals.steps} steps: every group's rollouts scored alike (advantage 0), so the "
+            "adapter is still the initial one; see README, Limits: a policy that never calls a tool learns nothing")
     return _finish(store, state, runtime, out_dir, status, level, totals, time.perf_counter() - start)
 
 
