@@ -138,7 +138,7 @@ def test_report_writes_one_small_page(record, tmp_path, capsys):
     assert page.count("<svg") >= 6 and "Evaluation: BFCL accuracy" in page
     assert "<script>window.injected" not in page and "<img src=x" not in page  # the policy's markup stays data
     assert {p.name for p in figures.iterdir()} == {f"{name}.svg" for name in (
-        "valid_calls", "reward", "success", "level", "tokens", "time_split", "loss", "evaluation", "calibration")}
+        "valid_calls", "reward", "learning_signal", "success", "level", "tokens", "time_split", "loss", "evaluation", "calibration")}
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -230,3 +230,27 @@ def test_sampled_steps_and_run_labels():
     recipes = [{"seed": 0, "train": {"learning_rate": 1e-3}, "source": "a.yaml"},
                {"seed": 1, "train": {"learning_rate": 0}, "source": "b.yaml"}]
     assert differences(recipes) == [{"seed": "0", "train.learning_rate": "0.001"}, {"seed": "1", "train.learning_rate": "0"}]
+
+
+def test_valid_call_rate_and_learning_signal_by_hand(tmp_path):
+    """Step 1: a group of two -1s without calls, and a group [1, -1] of a well-formed and a
+    malformed call; step 2: one group [0, 0] of well-formed calls, plus an aborted episode that
+    counts nowhere. Valid-call rates 1/4 and 2/2; groups with unequal rewards 1/2 and 0/1."""
+    from trustee_lite.report.data import signal_shares, valid_call_rates
+
+    good, bad = ToolCall("weather", {"city": "Paris"}), ToolCall(None, {}, "{oops", error="not JSON")
+    knobs = KnobValues(1, 1, 0, 0, 0, 1, 0, 1, 1, 1)
+    episodes = {1: {0: [(-1.0, None), (-1.0, None)], 1: [(1.0, good), (-1.0, bad)]},
+                2: {2: [(0.0, good), (0.0, good), (None, good)]}}
+    with Store(tmp_path / "db.sqlite") as store:
+        run_id = store.start_run("train", "hand", 0, {})
+        for step, tasks in episodes.items():
+            for task, rollouts in tasks.items():
+                task_id = store.add_draft(run_id, TaskDraft(task, 1, "weather", knobs, ("weather",)), step)
+                for i, (reward, call) in enumerate(rollouts):
+                    turns = (Turn("assistant", "text", calls=(call,) if call else ()),)
+                    store.add_trajectory(run_id, task_id, Trajectory(
+                        task, i, turns, "aborted" if reward is None else "max_assistant_turns", reward,
+                        abort_reason="simulator_error" if reward is None else None), step)
+        assert valid_call_rates(store, run_id) == {1: 0.25, 2: 1.0}
+        assert signal_shares(store, run_id) == {1: 0.5, 2: 0.0}

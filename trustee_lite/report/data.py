@@ -32,6 +32,7 @@ class RunSeries:
     figures: dict[str, list] = field(default_factory=dict)
     abort_reasons: list[dict[str, int]] = field(default_factory=list)
     valid_call_rate: list[float | None] = field(default_factory=list)
+    signal_share: list[float | None] = field(default_factory=list)  # groups with unequal rewards
 
 
 def runs(store: Store, ids: list[int] | None = None) -> list[RunSeries]:
@@ -87,6 +88,22 @@ def _read_steps(store: Store, run: RunSeries) -> None:
     run.abort_reasons = [orjson.loads(r["abort_reasons"]) for r in rows]
     rates = valid_call_rates(store, run.id)
     run.valid_call_rate = [rates.get(step) for step in run.steps]
+    shares = signal_shares(store, run.id)
+    run.signal_share = [shares.get(step) for step in run.steps]
+
+
+def signal_shares(store: Store, run_id: int) -> dict[int, float]:
+    """Per step: the share of task groups whose finished rollouts scored unequally, the only
+    groups GRPO learns from (a group of equal rewards has advantage 0)."""
+    groups: dict[tuple[int, int], set[float]] = {}
+    for step, task, reward in store.db.execute(
+            "SELECT step, task_index, final_reward FROM trajectories WHERE run_id = ? AND abort_reason IS NULL",
+            [run_id]):
+        groups.setdefault((step, task), set()).add(reward)
+    per_step: dict[int, list[int]] = {}
+    for (step, _), rewards in groups.items():
+        per_step.setdefault(step, []).append(len(rewards) > 1)
+    return {step: sum(flags) / len(flags) for step, flags in per_step.items()}
 
 
 def valid_call_rates(store: Store, run_id: int) -> dict[int | None, float]:

@@ -94,6 +94,11 @@ def valid_calls(runs):
                   lambda r: [("", r.valid_call_rate, None)], ylim=(-0.05, 1.05))
 
 
+def learning_signal(runs):
+    return _lines("Groups with unequal rewards (the only ones GRPO learns from)", "share of task groups", runs,
+                  lambda r: [("", r.signal_share, None)], ylim=(-0.05, 1.05))
+
+
 def reward(runs):
     return _lines("Mean reward (verifier, finished episodes)", "mean reward", runs,
                   lambda r: [("", r.figures["mean_reward"], None)], ylim=(-1.05, 1.05))
@@ -199,4 +204,4 @@ def calibration(results: list[dict]):
     return _grouped_bars("Simulator calibration: accuracy by case kind", "accuracy", rows, dict(columns), ylim=(0, 1.05))
 
 
-STEP_PLOTS = (valid_calls, reward, success, level, aborts, tokens, time_split, loss)
+STEP_PLOTS = (valid_calls, reward, learning_signal, success, level, aborts, tokens, time_split, loss)
