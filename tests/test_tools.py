@@ -85,3 +85,29 @@ def test_bad_tool_files_name_the_place(tmp_path, content, message):
 def test_category_filter():
     pool = load_pool(categories=["travel", "weather"])
     assert set(pool.groups) == {"travel", "weather"}
+
+
+def test_python_flavoured_types_load_as_json_schema(tmp_path):
+    """A benchmark-style doc (BFCL writes "dict", "float", "tuple", "any") loads; each name maps by
+    the one table; string defaults stay as given; the pool says how many names it mapped."""
+    doc = {"name": "area", "description": "Area of a shape.", "parameters": {"type": "dict", "properties": {
+        "base": {"type": "float", "description": "Base.", "default": "1.0"},
+        "sides": {"type": "int"}, "closed": {"type": "bool"}, "label": {"type": "str"},
+        "corners": {"type": "list", "items": {"type": "tuple", "items": {"type": "float"}}},
+        "meta": {"type": "dict", "additionalProperties": {"type": "any"}},
+        "unit": {"type": ["str", "null"]}}, "required": ["base"]}}
+    (tmp_path / "t.json").write_text(json.dumps([doc]))
+    pool = load_pool(str(tmp_path / "t.json"))
+    params = pool.tools["area"]["function"]["parameters"]
+    props = params["properties"]
+    assert params["type"] == "object"
+    assert [props[k]["type"] for k in ("base", "sides", "closed", "label", "corners")] == [
+        "number", "integer", "boolean", "string", "array"]
+    assert props["corners"]["items"] == {"type": "array", "items": {"type": "number"}}
+    assert props["meta"] == {"type": "object", "additionalProperties": {}}  # any: no type constraint
+    assert props["unit"]["type"] == ["string", "null"]
+    assert props["base"]["default"] == "1.0" and props["base"]["description"] == "Base."
+    assert pool.type_names_mapped == 11
+    assert pool.normalised() == "11 type names (float, dict, any, ...) read as JSON Schema types"
+    assert load_pool().normalised() is None  # the built-in library is standard JSON Schema
+

@@ -8,6 +8,7 @@ why there is none), play its rollouts, record each trajectory as it finishes.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from dataclasses import dataclass
 
 from trustee_lite.config import Recipe
@@ -19,6 +20,7 @@ from trustee_lite.env.tools import ToolPool, load_pool
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService, build_backend
 from trustee_lite.lm.quant import require_cuda
+from trustee_lite.progress import say
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.store import Store
 
@@ -116,6 +118,8 @@ async def open_runtime(recipe: Recipe, store: Store):
     """Load the tool pool and the models, start the generation services; close them after."""
     place = recipe.source
     pool = load_pool(recipe.tools.file, recipe.tools.categories, place)
+    if pool.normalised():
+        say(f"{Path(recipe.tools.file or 'tool_library.json').name}: {pool.normalised()}")
     policy_backend = load_policy(recipe)
     shared = recipe.shared_weights  # one copy of the weights serves both; the simulator runs adapter-off
     sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")

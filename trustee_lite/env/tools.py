@@ -14,6 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from trustee_lite.env.schema_types import to_json_schema
 from trustee_lite.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
@@ -23,6 +24,13 @@ DEFAULT_GROUP = "default"
 @dataclass(frozen=True)
 class ToolPool:
     groups: dict[str, dict[str, tuple[dict[str, Any], ...]]]  # category -> toolset -> tool schemas
+    type_names_mapped: int = 0  # Python- or Java-flavoured type names the loader mapped to JSON Schema
+
+    def normalised(self) -> str | None:
+        """One line on what loading changed, or None."""
+        if not self.type_names_mapped:
+            return None
+        return f"{self.type_names_mapped} type names (float, dict, any, ...) read as JSON Schema types"
 
     @property
     def tools(self) -> dict[str, dict[str, Any]]:
@@ -51,12 +59,13 @@ def load_pool(file: str | None = None, categories: list[str] | None = None, plac
     else:
         source = Path(file).name
         data = _read(Path(file))
-    pool = ToolPool(_groups(data, source))
+    mapped = [0]
+    pool = ToolPool(_groups(data, source, mapped), mapped[0])
     if categories is not None:
         unknown = sorted(set(categories) - set(pool.groups))
         if unknown:
             raise UserError(f"{place}: tools.categories", f"unknown category {unknown[0]!r} (known: {', '.join(sorted(pool.groups))})")
-        pool = ToolPool({c: pool.groups[c] for c in categories})
+        pool = ToolPool({c: pool.groups[c] for c in categories}, pool.type_names_mapped)
     return pool
 
 
@@ -72,7 +81,8 @@ def _read(path: Path) -> Any:
         raise UserError(path.name, f"invalid YAML: {getattr(err, 'problem', err)}") from None
 
 
-def _groups(data: Any, source: str) -> dict[str, dict[str, tuple[dict[str, Any], ...]]]:
+def _groups(data: Any, source: str, mapped: list[int]) -> dict[str, dict[str, tuple[dict[str, Any], ...]]]:
+    """category -> toolset -> checked schemas; mapped[0] counts the type names mapped."""
     if isinstance(data, list):  # a flat list: one category, one toolset
         data = {DEFAULT_GROUP: {DEFAULT_GROUP: data}}
     if not isinstance(data, dict) or not data:
@@ -88,7 +98,8 @@ def _groups(data: Any, source: str) -> dict[str, dict[str, tuple[dict[str, Any],
                 raise UserError(where, "must be a non-empty list of tool schemas")
             normalized = []
             for i, tool in enumerate(tools):
-                schema = normalize_tool(tool, f"{where}[{i}]")
+                schema, n = normalize_tool(tool, f"{where}[{i}]")
+                mapped[0] += n
                 name = schema["function"]["name"]
                 if name in seen:
                     raise UserError(f"{where}[{i}]", f"tool name {name!r} already used at {seen[name]}")
@@ -98,8 +109,10 @@ def _groups(data: Any, source: str) -> dict[str, dict[str, tuple[dict[str, Any],
     return groups
 
 
-def normalize_tool(tool: Any, place: str) -> dict[str, Any]:
-    """Accept ``{"type": "function", "function": {...}}`` or the bare function object; check it."""
+def normalize_tool(tool: Any, place: str) -> tuple[dict[str, Any], int]:
+    """Accept ``{"type": "function", "function": {...}}`` or the bare function object, with
+    Python-flavoured type names (schema_types.py); check it. Returns the schema and how many
+    type names were mapped."""
     if not isinstance(tool, dict):
         raise UserError(place, f"must be a tool schema object, got {type(tool).__name__}")
     fn = tool.get("function", tool) if tool.get("type", "function") == "function" else None
@@ -111,7 +124,7 @@ def normalize_tool(tool: Any, place: str) -> dict[str, Any]:
     description = fn.get("description", "")
     if not isinstance(description, str):
         raise UserError(f"{place}.description", "must be a string")
-    params = fn.get("parameters", {"type": "object", "properties": {}})
+    params, mapped = to_json_schema(fn.get("parameters", {"type": "object", "properties": {}}))
     if not isinstance(params, dict) or params.get("type", "object") != "object":
         raise UserError(f"{place}.parameters", 'must be a JSON schema with "type": "object"')
     try:
@@ -123,4 +136,4 @@ def normalize_tool(tool: Any, place: str) -> dict[str, Any]:
     missing = [r for r in required if r not in params.get("properties", {})]
     if missing:
         raise UserError(f"{place}.parameters.required", f"names {missing[0]!r}, which is not a property")
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}, mapped

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from trustee_lite.env.schema_types import to_json_schema
 from trustee_lite.env.toolcalls import ToolCall, parse_turn
 from trustee_lite.errors import UserError
 
@@ -173,23 +174,9 @@ def to_tool(function: dict) -> dict:
 
 
 def json_schema(node: Any) -> Any:
-    """A BFCL parameter or response doc as JSON Schema (BFCL's type names, mapped by its table)."""
-    _bfcl()
-    from bfcl_eval.constants.type_mappings import GORILLA_TO_OPENAPI
-
-    if not isinstance(node, dict):
-        return node
-    out = {k: v for k, v in node.items() if k not in ("properties", "items")}
-    kind = node.get("type")
-    if isinstance(kind, str):
-        out["type"] = GORILLA_TO_OPENAPI.get(kind, "string")
-        if kind == "float":  # as BFCL tells function-calling models
-            out["description"] = (node.get("description", "") + " This is a float type value.").strip()
-    if "properties" in node:
-        out["properties"] = {name: json_schema(p) for name, p in node["properties"].items()}
-    if "items" in node:
-        out["items"] = json_schema(node["items"])
-    return out
+    """A BFCL parameter or response doc as JSON Schema (type names by env/schema_types.py's table;
+    a float's description says so, as BFCL tells function-calling models)."""
+    return to_json_schema(node, float_note=True)[0]
 
 
 def system_text(item: Item) -> str:
