@@ -100,10 +100,17 @@ def signal_shares(store: Store, run_id: int) -> dict[int, float]:
             "SELECT step, task_index, final_reward FROM trajectories WHERE run_id = ? AND abort_reason IS NULL",
             [run_id]):
         groups.setdefault((step, task), set()).add(reward)
-    per_step: dict[int, list[int]] = {}
-    for (step, _), rewards in groups.items():
-        per_step.setdefault(step, []).append(len(rewards) > 1)
-    return {step: sum(flags) / len(flags) for step, flags in per_step.items()}
+    return _share_by_step((step, len(rewards) > 1) for (step, _), rewards in groups.items())
+
+
+def _share_by_step(flags) -> dict:
+    """(step, flag) pairs -> per step, the share of flags that are true."""
+    counts: dict = {}
+    for step, flag in flags:
+        total = counts.setdefault(step, [0, 0])
+        total[0] += flag
+        total[1] += 1
+    return {step: hits / n for step, (hits, n) in counts.items()}
 
 
 def valid_call_rates(store: Store, run_id: int) -> dict[int | None, float]:
@@ -116,12 +123,7 @@ def valid_call_rates(store: Store, run_id: int) -> dict[int | None, float]:
         step_of[traj_id] = step
         well_formed = calls is not None and any(c.get("error") is None for c in orjson.loads(calls))
         made[traj_id] = made.get(traj_id, False) or well_formed
-    counts: dict[int | None, list[int]] = {}
-    for traj_id, step in step_of.items():
-        total = counts.setdefault(step, [0, 0])
-        total[0] += made[traj_id]
-        total[1] += 1
-    return {step: hits / n for step, (hits, n) in counts.items()}
+    return _share_by_step((step, made[traj_id]) for traj_id, step in step_of.items())
 
 
 def sample_steps(steps: list[int], count: int) -> list[int]:

@@ -104,7 +104,7 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
     level, estimator = state.level, state.estimator
     totals = _Totals()
     # the run's committed steps (a resumed run's too) set the pace the ETA goes by
-    step_seconds = [row[0] for row in store.db.execute("SELECT wall_s FROM steps WHERE run_id = ?", [state.run_id])]
+    earlier = [row[0] for row in store.db.execute("SELECT wall_s FROM steps WHERE run_id = ?", [state.run_id])]
     trackers = Trackers(cfg.report_to, out_dir, state.run_id, recipe.name, recipe.model_dump(mode="json"))
     prefetch: asyncio.Task | None = None
     status = "done"
@@ -126,7 +126,8 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 drafts = await (prefetch or drafts_for(step, level))
                 prefetch = None
                 log.info("step %d: rollouts", step)
-                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed, step_seconds, step_start)
+                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed, earlier + totals.step_seconds,
+                                         step_start)
                 # Success moves the curriculum; the next step's tasks are drafted at the new level
                 # while this step trains (tasks only: every trajectory comes from the current policy).
                 flat = [t for g in groups for t in g]
@@ -153,9 +154,8 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 log.info("step %d: committed", step)
                 trackers.log(step, record.row())
                 totals.add(split, update.loss is not None)
-                step_seconds.append(split["wall_s"])
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
-                eta = run_eta(step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
+                eta = run_eta(earlier + totals.step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
                 say(_summary_line(step, total_steps, level, new_level, figures, update, split)
                     + (f" | run ETA {duration(eta)}" if eta is not None else ""))
                 level = new_level
