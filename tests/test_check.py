@@ -15,7 +15,7 @@ from trustee_lite.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
-ROWS = ("recipe", "policy", "simulator", "template", "episode", "memory", "device")
+ROWS = ("recipe", "policy", "simulator", "tools", "template", "episode", "memory", "device")
 
 
 @pytest.fixture(autouse=True)

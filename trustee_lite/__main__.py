@@ -6,6 +6,8 @@
     python -m trustee_lite check RECIPE [--gpu GIB]
     python -m trustee_lite calibrate RECIPE [--limit N] [--db PATH]
     python -m trustee_lite report [--db PATH] [--run ID ...] [--out FILE] [--trajectories N] [--figures DIR]
+    python -m trustee_lite tools list RECIPE [--names] [--db PATH]
+    python -m trustee_lite tools export RECIPE --out FILE [--db PATH]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.
@@ -18,11 +20,11 @@ import logging
 import os
 import sys
 
-from trustee_lite.cli import calibrate, check, compare, report, simulate, train
+from trustee_lite.cli import calibrate, check, compare, report, simulate, tools, train
 from trustee_lite.cli import eval as evaluate
 
 COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
-            "calibrate": calibrate, "report": report}
+            "calibrate": calibrate, "report": report, "tools": tools}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -147,16 +147,61 @@ class SimulatorConfig(ModelConfig):
         return self
 
 
+class McpServer(Section):
+    """An MCP server whose tools join the pool (listed once at the start, never called)."""
+
+    name: str | None = None  # the toolset's name; default: the name the server gives itself
+    command: str | list[str] | None = None  # stdio: the command line that starts the server
+    url: str | None = None  # streamable HTTP: the server's endpoint
+    env: dict[str, str] | None = None  # extra environment for a stdio server
+    cwd: str | None = None  # a stdio server's working folder (default: the recipe's)
+    category: str = "mcp"
+    description: str | None = None  # default: the server's instructions
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _one_way_in(self):
+        if (self.command is None) == (self.url is None):
+            raise FieldProblem("command", "give either command (a stdio server) or url (streamable HTTP), not both")
+        if self.command is not None and not (self.command if isinstance(self.command, list) else self.command.split()):
+            raise FieldProblem("command", "must not be empty")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise FieldProblem("url", f"must start with http:// or https://, got {self.url!r}")
+        return self
+
+
+class SynthesizeConfig(Section):
+    """Toolsets the simulator writes for named domains, stored in the database and reused."""
+
+    domains: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(min_length=1)
+    toolsets_per_domain: PositiveInt = 2
+    tools_per_toolset: Annotated[int, Field(ge=1, le=6)] = 3  # at most
+    attempts: PositiveInt = 3  # drafts allowed per toolset still wanted
+    max_new_tokens: PositiveInt = 1024  # one toolset's answer
+
+
 class ToolsConfig(Section):
-    file: str | None = None  # a JSON/YAML file of OpenAI-style tool schemas; None = built-in library
+    # The sources of the pool; the built-in library when none is given.
+    file: str | None = None  # a JSON/YAML file of OpenAI-style tool schemas (flat, grouped, or the reference pool form)
+    openapi: list[str] = Field(default_factory=list)  # OpenAPI 3 specs (YAML/JSON): operations -> tools, tags -> toolsets
+    mcp: list[McpServer] = Field(default_factory=list)  # MCP servers: their tools, listed (never called)
+    synthesize: SynthesizeConfig | None = None  # toolsets the simulator writes for named domains
     categories: list[str] | None = Field(default=None, min_length=1)  # restrict sampling to these categories
     max_result_chars: PositiveInt = 512  # tool results are truncated to this length
 
     @model_validator(mode="after")
-    def _file_exists(self, info: ValidationInfo):
+    def _files_exist(self, info: ValidationInfo):
         if self.file is not None and not _local(_base(info), self.file).is_file():
             raise FieldProblem("file", f"file not found: {_local(_base(info), self.file)}")
+        for i, spec in enumerate(self.openapi):
+            if not _local(_base(info), spec).is_file():
+                raise FieldProblem(f"openapi.{i}", f"file not found: {_local(_base(info), spec)}")
         return self
+
+    @property
+    def builtin(self) -> bool:
+        """No source named: the built-in library."""
+        return self.file is None and not self.openapi and not self.mcp and self.synthesize is None
 
 
 class RolloutConfig(Section):
@@ -338,8 +383,12 @@ def parse_recipe(data: dict, place: str = "recipe", base_dir: Path | None = None
 def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     """File references made absolute (relative to the recipe's folder; the validators checked them)."""
     sections = {}
-    if recipe.tools.file is not None:
-        sections["tools"] = recipe.tools.model_copy(update={"file": str(_local(base, recipe.tools.file))})
+    tools = recipe.tools
+    sections["tools"] = tools.model_copy(update={
+        "file": None if tools.file is None else str(_local(base, tools.file)),
+        "openapi": [str(_local(base, spec)) for spec in tools.openapi],
+        "mcp": [server.model_copy(update={"cwd": str(_local(base, server.cwd or "."))}) for server in tools.mcp],
+    })
     for name in ("policy", "simulator"):
         cfg = getattr(recipe, name)
         update = {}

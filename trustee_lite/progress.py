@@ -45,3 +45,8 @@ def run_eta(step_seconds: list[float], steps_after: int, elapsed: float, done: i
     else:
         return None
     return max(0.0, per_step - elapsed) + per_step * steps_after
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 tool", "2 tools": a count with its noun (plural: an s, unless given)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

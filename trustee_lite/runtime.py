@@ -8,7 +8,6 @@ why there is none), play its rollouts, record each trajectory as it finishes.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from dataclasses import dataclass
 
 from trustee_lite.config import Recipe
@@ -16,11 +15,11 @@ from trustee_lite.env.chat import PolicyChat, TemplateError
 from trustee_lite.env.drafting import aborted_without_task, draft_slot, draft_task
 from trustee_lite.env.episode import EpisodeLimits, Policy, play_group
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.tools import ToolPool, load_pool
+from trustee_lite.env.pool_sources import listed_entries, open_pool
+from trustee_lite.env.tools import ToolPool
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService, build_backend
 from trustee_lite.lm.quant import require_cuda
-from trustee_lite.progress import say
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.store import Store
 
@@ -115,11 +114,10 @@ async def _close(backend) -> None:
 
 @contextlib.asynccontextmanager
 async def open_runtime(recipe: Recipe, store: Store):
-    """Load the tool pool and the models, start the generation services; close them after."""
+    """List the tool sources, load the models, start the generation services, complete the pool
+    (toolsets the simulator writes need it); close them after."""
     place = recipe.source
-    pool = load_pool(recipe.tools.file, recipe.tools.categories, place)
-    if pool.normalised():
-        say(f"{Path(recipe.tools.file or 'tool_library.json').name}: {pool.normalised()}")
+    listed = await listed_entries(recipe)  # a bad tool source stops the command before a model loads
     policy_backend = load_policy(recipe)
     shared = recipe.shared_weights  # one copy of the weights serves both; the simulator runs adapter-off
     sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")
@@ -131,6 +129,7 @@ async def open_runtime(recipe: Recipe, store: Store):
             chat = policy_chat(recipe, policy_backend.tokenizer)
             policy = Policy(policy_service, chat, recipe.policy.temperature, recipe.policy.top_p)
             sim = SimulatorClient(sim_service, store, recipe.simulator)
+            pool, _ = await open_pool(recipe, store, sim, listed)
             yield Runtime(recipe, store, pool, policy, sim, policy_service, sim_service)
     finally:
         for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():

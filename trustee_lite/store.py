@@ -1,7 +1,8 @@
 """SQLite: the simulation cache and the run record, as plain tables any SQLite tool can read.
 
 Tables: cache, runs, tasks, trajectories, turns, steps (training), eval_results and eval_items
-(evaluation and simulator calibration: one row per category or case kind, and per item). Token
+(evaluation and simulator calibration: one row per category or case kind, and per item),
+toolsets (tools.synthesize: toolsets the simulator wrote, reused by later runs). Token
 ids, masks and log-probs are stored as little-endian int32/float32 blobs (see decode_ints /
 decode_floats). WAL mode; each record is written in one transaction, so a killed process
 leaves every finished record intact.
@@ -72,12 +73,16 @@ CREATE TABLE IF NOT EXISTS eval_items (
     item_id TEXT NOT NULL, valid INTEGER NOT NULL, kind TEXT, error_type TEXT, detail TEXT, output TEXT NOT NULL,
     UNIQUE (run_id, category, item_id)
 );
+CREATE TABLE IF NOT EXISTS toolsets (
+    id INTEGER PRIMARY KEY, domain TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+    tools TEXT NOT NULL, simulator TEXT NOT NULL, created REAL NOT NULL, UNIQUE (domain, name)
+);
 CREATE INDEX IF NOT EXISTS turns_by_trajectory ON turns (trajectory_id);
 CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 """
 
 # Columns added after the first release, per table (ALTER TABLE adds them to an older file).
-ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT"), "tasks": ("step INTEGER",),
+ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT"), "tasks": ("step INTEGER",),
                  "trajectories": ("step INTEGER", "advantage REAL"), "turns": ("turn_reward REAL",),
                  "eval_results": ("figures TEXT",)}
 
@@ -136,6 +141,11 @@ class Store:
                 "kind": kind, "name": name, "seed": seed, "recipe": _json(recipe), "status": "running",
                 "started": time.time(), "out_dir": out_dir, "recipe_hash": recipe_hash,
             }).last_pk
+
+    def set_tool_names(self, run_id: int, names: dict[str, str]) -> None:
+        """Record the names the run's pool made safe: safe name -> the source's name."""
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"tool_names": _json(names) if names else None})
 
     def latest_run(self, kind: str, out_dir: str) -> dict | None:
         """The newest run of this kind writing to out_dir, if any."""
@@ -240,6 +250,17 @@ class Store:
         rows = self.db.query(f"SELECT * FROM eval_results {where} ORDER BY id", list(run_ids or []))
         return [{**row, "errors": orjson.loads(row["errors"]), "figures": orjson.loads(row["figures"] or "null")}
                 for row in rows]
+
+    # -- synthesized toolsets -------------------------------------------------------------
+    def toolsets(self, domain: str) -> list[dict[str, Any]]:
+        """The toolsets stored for a domain, oldest first, with their tools parsed."""
+        rows = self.db.query("SELECT * FROM toolsets WHERE domain = ? ORDER BY id", [domain])
+        return [{**row, "tools": orjson.loads(row["tools"])} for row in rows]
+
+    def add_toolset(self, domain: str, name: str, description: str, tools: list[dict[str, Any]], simulator: str) -> None:
+        with self.db.atomic():
+            self.db["toolsets"].insert({"domain": domain, "name": name, "description": description,
+                                        "tools": _json(tools), "simulator": simulator, "created": time.time()})
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

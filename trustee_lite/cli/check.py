@@ -21,7 +21,8 @@ from trustee_lite.config import EMBEDDED, Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace, example_call
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.toolcalls import format_call
-from trustee_lite.env.tools import load_pool
+from trustee_lite.env.pool_sources import preview_pool
+from trustee_lite.env.tools import ToolPool
 from trustee_lite.lm.models import locate
 from trustee_lite.memory import (
     GIB,
@@ -115,8 +116,10 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     rows, problems = [("recipe", f"{recipe.source}: valid")], []
     rows.append(("policy", f"{policy.label}: {shape.params / 1e9:.2f} B parameters, context {shape.window or '?':,}"))
     rows.append(("simulator", _simulator_row(recipe, found["simulator"])))
+    pool, pool_text = preview_pool(recipe)
+    rows.append(("tools", pool_text))
     try:
-        episode = episode_budget(recipe, tokenizer)
+        episode = episode_budget(recipe, tokenizer, pool)
     except TemplateError as err:
         return rows, [f"policy.model: {err}"]
     rows += [("template", episode.pop("template")), ("episode", episode.pop("text"))]
@@ -130,7 +133,7 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
                                 "such episodes end with context_limit"))
     if unsloth and episode["tokens"] > UNSLOTH_MAX_SEQ_LENGTH:
         rows.append(("warning", f"with Unsloth the window is {UNSLOTH_MAX_SEQ_LENGTH:,} tokens"))
-    estimate = memory_estimate(recipe, shape, tokenizer, episode["tokens"])
+    estimate = memory_estimate(recipe, shape, tokenizer, episode["tokens"], pool)
     rows.append(("memory", _memory_row(recipe, estimate, episode["tokens"])))
     card_row, card_problem = card(recipe, estimate, gpu_gib)
     rows.append(("device", card_row))
@@ -147,11 +150,10 @@ def _simulator_row(recipe: Recipe, found) -> str:
     return f"{found.label} ({sim.backend})"
 
 
-def episode_budget(recipe: Recipe, tokenizer) -> dict:
+def episode_budget(recipe: Recipe, tokenizer, pool: ToolPool) -> dict:
     """Render the start of an episode at the recipe's hardest settings (most tools, the longest
     system prompt) with the policy's template, and count the longest episode's tokens."""
     knobs = recipe.curriculum.knobs
-    pool = load_pool(recipe.tools.file, recipe.tools.categories, recipe.source)
     _, tools = pool.sample(knobs.num_tools.max, random.Random(0))
     chat = PolicyChat(tokenizer, recipe.policy.thinking)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -180,14 +182,13 @@ def episode_budget(recipe: Recipe, tokenizer) -> dict:
     }
 
 
-def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int) -> Estimate:
+def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int, pool: ToolPool) -> Estimate:
     p, s, t = recipe.policy, recipe.simulator, recipe.train
     weights = weight_bytes(shape, p.load_in_4bit, _bytes_per_param(recipe))
     policy_kv = kv_bytes(shape, p.batch_size * episode_tokens)
     kv = policy_kv
     if recipe.shared_weights:  # one worker: a simulator batch never runs beside a policy batch
         history = ("The user asked for help and the assistant called a tool. " * 200)[: s.max_history_chars]
-        pool = load_pool(recipe.tools.file, recipe.tools.categories, recipe.source)
         _, tools = pool.sample(recipe.curriculum.knobs.num_tools.max, random.Random(0))
         text = prompts.render("verifier", first_query="?", intent="?", persona="?", expected_calls="?",
                               tools=tools_json(tools), history=history, criteria="1. ...")

@@ -42,6 +42,7 @@ async def simulate(recipe, store, episodes: int, seed: int) -> dict:
     trajectories = []
     async with open_runtime(recipe, store) as runtime:
         run_id = store.start_run("simulate", recipe.name, seed, recipe.model_dump(mode="json"))
+        store.set_tool_names(run_id, runtime.pool.original_names)
         progress = bar(episodes, "simulate")
         # Bound the tasks in flight so records keep flowing on long runs; enough to fill batches.
         gate = asyncio.Semaphore(max(1, math.ceil(2 * recipe.policy.batch_size / per_task)))

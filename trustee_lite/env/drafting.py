@@ -25,7 +25,7 @@ async def draft_task(sim: SimulatorClient, pool: ToolPool, curriculum: Curriculu
     draft = TaskDraft(index=index, level=level, category=category, knobs=knobs,
                       tool_names=tuple(t["function"]["name"] for t in tools))
     try:
-        task = await sim.run(task_generator.request(index, category, tools, knobs), run_seed, *parts)
+        task = await sim.run(task_generator.request(index, category, tools, knobs, pool.services(category, tools)), run_seed, *parts)
     except SimulationFailed as failure:
         return TaskDraft(**{**draft.__dict__, "failure": str(failure)})
     return TaskDraft(**{**draft.__dict__, "task": task})

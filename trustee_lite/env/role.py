@@ -41,6 +41,7 @@ class RoleCall(Generic[Out]):
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any] = field(hash=False)
     interpret: Callable[[dict[str, Any]], Out] = field(hash=False, compare=False)
+    max_new_tokens: int | None = None  # this role's answer budget, when not the simulator's
 
     def parse(self, text: str) -> Out:
         """Defensive parse: find the JSON, check it against the schema, then the role's own rules."""

@@ -92,7 +92,7 @@ class SimulatorClient:
             if attempt:
                 self.stats.retries += 1
             sampling = Sampling(
-                max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                max_new_tokens=call.max_new_tokens or self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                 top_p=self.cfg.top_p, seed=derive_seed(*seed_parts, call.role, attempt),
                 frequency_penalty=self.cfg.frequency_penalty,
             )

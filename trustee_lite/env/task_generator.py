@@ -28,7 +28,10 @@ TURNS = {
 }
 
 
-def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs: KnobValues) -> RoleCall[Task]:
+def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs: KnobValues,
+            services: str = "") -> RoleCall[Task]:
+    """`services`: "- toolset: description" lines of the toolsets the tools come from (the prompt
+    is unchanged without them)."""
     names = [t["function"]["name"] for t in tools]
     schema = {
         "type": "object",
@@ -45,6 +48,7 @@ def request(index: int, category: str, tools: tuple[dict[str, Any], ...], knobs:
     }
     text = prompts.render(
         "task_generator", tools=tools_json(tools), num_calls=knobs.num_calls,
+        services=f"\n\nThe tools belong to these services:\n{services}" if services else "",
         persona=PERSONA[knobs.persona], ambiguity=AMBIGUITY[knobs.ambiguity], turns=TURNS[knobs.turns],
     )
 

@@ -84,6 +84,8 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
         common = {"adapter": adapter, "adapter_step": adapter_step(adapter)}
         try:
             async with _policy_side(variant, store, plan.simulated > 0) as (runtime, service, chat):
+                if runtime is not None:
+                    store.set_tool_names(run_id, runtime.pool.original_names)
                 # All categories at once, so the batching service always has a full batch to run.
                 scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run_id, plan, common)
                                                  for category, rows in items.items()))

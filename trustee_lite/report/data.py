@@ -143,7 +143,9 @@ def episodes(store: Store, run: RunSeries, steps: list[int] | None) -> list[dict
     if steps is not None:
         where += f" AND step IN ({', '.join('?' * len(steps))})"
         params += steps
-    tasks = {(r["step"], r["task_index"]): _task(r) for r in store.db.query(
+    row = store.db.execute("SELECT tool_names FROM runs WHERE id = ?", [run.id]).fetchone()
+    names = orjson.loads(row[0]) if row and row[0] else {}  # the tools are shown under their sources' names
+    tasks = {(r["step"], r["task_index"]): _task(r, names) for r in store.db.query(
         f"SELECT * FROM tasks WHERE {where} ORDER BY step, task_index", params)}
     trajectories = list(store.db.query(f"SELECT * FROM trajectories WHERE {where} ORDER BY step, task_index, "
                                        "rollout_index", params))
@@ -160,12 +162,12 @@ def episodes(store: Store, run: RunSeries, steps: list[int] | None) -> list[dict
     return [{"run": run.id, **task} for task in tasks.values()]
 
 
-def _task(row: dict) -> dict:
+def _task(row: dict, names: dict[str, str]) -> dict:
     task = {k: row[k] for k in ("step", "task_index", "category", "level", "status", "failure", "user_intent",
                                  "user_persona", "first_user_query")}
     task["knobs"] = orjson.loads(row["knobs"])
-    task["tools"] = orjson.loads(row["tools"])
-    task["expected_tool_calls"] = orjson.loads(row["expected_tool_calls"] or "[]")
+    task["tools"] = [names.get(n, n) for n in orjson.loads(row["tools"])]
+    task["expected_tool_calls"] = [names.get(n, n) for n in orjson.loads(row["expected_tool_calls"] or "[]")]
     return task
 
 

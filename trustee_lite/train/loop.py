@@ -43,6 +43,7 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
                          + (f"; {state.discarded} trajectories of the unfinished step dropped" if state.discarded else "")
                          + ")")
     async with open_runtime(recipe, store) as runtime:
+        store.set_tool_names(state.run_id, runtime.pool.original_names)
         return await run_training(runtime, store, state, out_dir, seed, steps or recipe.train.steps, start)
 
 
