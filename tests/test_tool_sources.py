@@ -16,8 +16,9 @@ import yaml
 from scripted import ScriptedBackend
 from test_tools import reference_pool
 from trustee_lite.__main__ import main
-from trustee_lite.config import SimulatorConfig, SynthesizeConfig
+from trustee_lite.config import SimulatorConfig, SynthesizeConfig, parse_recipe
 from trustee_lite.env.openapi_tools import openapi_entries
+from trustee_lite.env.pool_sources import preview_pool
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.env.tool_synthesis import synthesize
 from trustee_lite.env.tools import build_pool, load_pool
@@ -143,6 +144,15 @@ def test_synthesized_toolsets_are_checked_stored_and_reused(tmp_path):
     assert silent.batches == [] and [(r.reused, r.written, r.drafted) for r in results] == [(2, 0, 0)]
     assert results[0].line() == "travel: 2 stored toolsets reused"
     assert build_pool(again).groups == pool.groups
+
+    # without a model (check, tools list): the stored toolsets, or a stand-in said so
+    recipe = parse_recipe({"name": "s", "tools": {"synthesize": {"domains": ["travel", "cooking"], "toolsets_per_domain": 2}}})
+    with Store(tmp_path / "db.sqlite") as store:
+        shown, line = preview_pool(recipe, store, stand_in=False)
+    assert list(shown.groups) == ["travel"]
+    assert line == "1 category, 2 toolsets, 2 tools (1 repeated tool name given a suffix); 1 synthesized domain not written yet"
+    stand_in, line = preview_pool(recipe)
+    assert len(stand_in.tools) == 110 and line.endswith("2 synthesized domains not written yet (the built-in library stands in)")
 
 
 def test_simulate_two_episodes_from_each_source(tmp_path, capsys):

@@ -45,8 +45,8 @@ async def open_pool(recipe: Recipe, store, sim=None, listed: list[ToolEntry] | N
         if sim is not None and not written and not entries:
             drafted = sum(r.drafted for r in results)
             raise UserError(f"{recipe.source}: tools.synthesize",
-                            f"the simulator wrote no valid toolset (0 valid of {drafted} drafted); "
-                            "a larger simulator model, or more attempts, may")
+                            f"the simulator wrote no valid toolset (0 valid of {drafted} drafted): "
+                            "try a larger simulator model, or more tools.synthesize.attempts")
         entries += written
     if not entries:  # synthesis only, nothing stored yet, and no simulator to write it
         return ToolPool({}), results

@@ -102,10 +102,11 @@ def _function(tool: dict[str, Any], where: str) -> dict[str, Any]:
 async def synthesize(cfg: SynthesizeConfig, store, sim: SimulatorClient | None, seed: int,
                      on_domain=None) -> tuple[list[ToolEntry], list[DomainResult]]:
     """The toolsets of every domain: stored ones first, the rest written by the simulator (when
-    `sim` is None, only the stored ones). `on_domain(result)` after each domain."""
+    `sim` is None, only the stored ones; `store` None: nothing stored). `on_domain(result)` after
+    each domain."""
     entries, results = [], []
     for domain in cfg.domains:
-        stored = store.toolsets(domain)
+        stored = store.toolsets(domain) if store is not None else []
         reused = stored[: cfg.toolsets_per_domain]
         start, drafted, written = time.perf_counter(), 0, 0
         if sim is not None and len(reused) < cfg.toolsets_per_domain:
