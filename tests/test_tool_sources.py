@@ -205,3 +205,19 @@ def test_simulate_two_episodes_from_each_source(tmp_path, capsys):
     again = load_pool(str(out))  # the exported file loads back
     assert len(again.tools) == result["tools"] and set(again.groups["travel"]) == set(json.loads(
         con.execute("SELECT json_group_array(name) FROM toolsets WHERE domain = 'travel'").fetchone()[0]))
+
+
+@pytest.mark.parametrize("tools, message", [
+    ({"mcp": [{"command": "x", "url": "http://a"}]},
+     "r.yaml: tools.mcp[0].command: give either command (a stdio server) or url (streamable HTTP), not both"),
+    ({"mcp": [{"url": "ftp://a"}]}, "r.yaml: tools.mcp[0].url: must start with http:// or https://, got 'ftp://a'"),
+    ({"mcp": [{"command": []}]}, "r.yaml: tools.mcp[0].command: must not be empty"),
+    ({"openapi": ["nope.yaml"]}, "r.yaml: tools.openapi[0]: file not found: "),
+    ({"synthesize": {"domains": []}}, "r.yaml: tools.synthesize.domains: must list at least 1, got none"),
+])
+def test_bad_tool_sources_in_a_recipe_are_one_line(tools, message):
+    from trustee_lite.errors import UserErrors
+
+    with pytest.raises((UserError, UserErrors)) as err:
+        parse_recipe({"name": "x", "tools": tools}, "r.yaml")
+    assert str(err.value).startswith(message), str(err.value)

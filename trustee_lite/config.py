@@ -153,7 +153,7 @@ class McpServer(Section):
     name: str | None = None  # the toolset's name; default: the name the server gives itself
     command: str | list[str] | None = None  # stdio: the command line that starts the server
     url: str | None = None  # streamable HTTP: the server's endpoint
-    env: dict[str, str] | None = None  # extra environment for a stdio server
+    env: dict[str, str] | None = None  # extra environment for a stdio server ("$NAME": taken from ours at start)
     cwd: str | None = None  # a stdio server's working folder (default: the recipe's)
     category: str = "mcp"
     description: str | None = None  # default: the server's instructions
@@ -195,7 +195,7 @@ class ToolsConfig(Section):
             raise FieldProblem("file", f"file not found: {_local(_base(info), self.file)}")
         for i, spec in enumerate(self.openapi):
             if not _local(_base(info), spec).is_file():
-                raise FieldProblem(f"openapi.{i}", f"file not found: {_local(_base(info), spec)}")
+                raise FieldProblem(f"openapi[{i}]", f"file not found: {_local(_base(info), spec)}")
         return self
 
     @property

@@ -36,7 +36,8 @@ async def mcp_entries(servers: list[McpServer], place: str) -> list[ToolEntry]:
             target = server.url
         else:
             argv = server.command if isinstance(server.command, list) else shlex.split(server.command)
-            params = StdioServerParameters(command=argv[0], args=argv[1:], env=server.env, cwd=server.cwd)
+            env = {k: os.path.expandvars(v) for k, v in (server.env or {}).items()}  # "$TOKEN": from our environment
+            params = StdioServerParameters(command=argv[0], args=argv[1:], env=env or None, cwd=server.cwd)
             target = stdio_client(params, errlog=_errlog())  # the server's own messages go to our stderr
         try:
             name, instructions, tools = await asyncio.wait_for(_list(Client, target), server.timeout_s)
