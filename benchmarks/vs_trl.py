@@ -10,7 +10,9 @@ given to TRL as that text), the same group size, sampling (temperature 1.0, top-
 completion length, LoRA (rank 8, alpha 16, q_proj and v_proj), learning rate and loss: the
 token-mean clipped surrogate, clip 0.2, no KL term. TRL's settings: loss_type "dapo" (token mean
 over the batch), scale_rewards "group" (rewards minus the group mean, over the group's std, as
-ours), epsilon 0.2, beta 0.0, num_iterations 1, one optimizer step per generation batch.
+ours), epsilon 0.2, beta 0.0, num_iterations 1, one optimizer step per generation batch, and
+gradient checkpointing off on both sides unless --checkpointing (TRL's GRPOConfig turns it on
+by default, ours off; left at their defaults, TRL's update pays a second forward).
 
 The reward needs no model and is graded so that groups differ: 1.0 a parseable call of a task
 tool with its required arguments, 0.6 without them, 0.3 another parseable call, else a plain
@@ -84,7 +86,8 @@ def lora_moved(model) -> bool:
 def run_ours(args, prompt_ids: list[list[int]], work: list[tuple[str, list[dict]]]) -> list[dict]:
     backend = build_backend("transformers", PolicyConfig(model=args.model, batch_size=args.prompts * args.group), "policy")
     train = TrainConfig(learning_rate=LEARNING_RATE, clip_ratio=0.2, kl_coef=0.0, epochs=1, mini_batches=1,
-                        micro_batch_size=args.prompts * args.group, warmup_steps=0, max_grad_norm=1.0)
+                        micro_batch_size=args.prompts * args.group, warmup_steps=0, max_grad_norm=1.0,
+                        gradient_checkpointing=args.checkpointing)
     learner = Learner(backend, LORA, train, temperature=1.0, seed=0)
     steps = []
 
@@ -138,6 +141,7 @@ def run_trl(args, prompt_texts: list[str], work: list[tuple[str, list[dict]]]) -
         loss_type="dapo", scale_rewards="group", epsilon=0.2, beta=0.0, num_iterations=1,
         gradient_accumulation_steps=1, max_steps=args.steps, logging_steps=1, save_strategy="no",
         report_to="none", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, disable_tqdm=True,
+        gradient_checkpointing=args.checkpointing,  # TRL's default is on, ours off: the same on both sides
     )
     steps, marks = [], {}
 
@@ -188,6 +192,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4, help="completions per prompt")
     parser.add_argument("--tokens", type=int, default=48, help="maximum completion length")
     parser.add_argument("--model", default="embedded")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="gradient checkpointing on both sides (default: off on both; TRL's own default is on)")
     parser.add_argument("--out", default="/tmp/vs_trl")
     args = parser.parse_args()
 
