@@ -41,6 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from batching import QUERIES  # noqa: E402 - the first-turn queries batching.py uses
 from trustee_lite import prompts  # noqa: E402
 from trustee_lite.config import LoraConfig, PolicyConfig, TrainConfig  # noqa: E402
 from trustee_lite.env.chat import PolicyChat  # noqa: E402
@@ -50,11 +51,6 @@ from trustee_lite.lm import GenerationService, GenRequest, Sampling, build_backe
 from trustee_lite.train.grpo import Sample, group_advantages  # noqa: E402
 from trustee_lite.train.learner import Learner  # noqa: E402
 
-QUERIES = [
-    "Can you find me a flight from Boston to Denver next Friday?", "What's the weather in Lisbon tomorrow?",
-    "Remind me to call the dentist at 3pm.", "How much is 200 euros in yen?", "Order my usual pizza please.",
-    "Turn the living room lights down a bit.", "Any good sushi places near me?", "Email Sam that I'm running late.",
-]
 LORA = LoraConfig(rank=8, alpha=16, target_modules=["q_proj", "v_proj"])
 LEARNING_RATE = 1e-4
 
