@@ -1,7 +1,7 @@
 """trustee_lite vs TRL's GRPOTrainer on the same GRPO work: seconds per step, side by side.
 
     pip install -e '.[bench]'            # TRL, pinned; never a runtime dependency
-    python benchmarks/vs_trl.py [--steps 4] [--prompts 2] [--group 4] [--tokens 48] [--model embedded]
+    python benchmarks/vs_trl.py [--steps 4] [--prompts 2] [--group 4] [--tokens 48] [--model embedded] [--free-length]
 
 Both sides get the same model (the embedded SmolLM2-135M on a CPU; any local model folder with
 --model), the same first-turn policy prompts (a system prompt, the Hermes tool block of 2 tools
@@ -14,14 +14,21 @@ ours), epsilon 0.2, beta 0.0, num_iterations 1, one optimizer step per generatio
 gradient checkpointing off on both sides unless --checkpointing (TRL's GRPOConfig turns it on
 by default, ours off; left at their defaults, TRL's update pays a second forward).
 
+Every completion is exactly --tokens long on both sides (the end-of-turn tokens are suppressed
+while sampling: TRL through generation_kwargs' suppress_tokens, ours through the model's
+generation config, which transformers merges into ours), so both train the same number of
+sequences and tokens per step; --free-length lets completions end where the model ends them.
+(Our recorded sampling log-probs are then those of the suppressed distribution, a little above
+the learner's; the work done is the same.)
+
 The reward needs no model and is graded so that groups differ: 1.0 a parseable call of a task
 tool with its required arguments, 0.6 without them, 0.3 another parseable call, else a plain
-answer's 0.2 x min(1, length / 200 characters).
+answer's 0.2 x min(1, length / 400 characters).
 
 Prints, per side, the median over the steps after the first (warm-up) of generation, update and
 total seconds, generated tokens per second, the sequences and tokens actually trained per step
 (ours skips a sequence whose advantage is 0; TRL trains every one) and the step's seconds per
-trained token (the two sides sample different completions, so their lengths differ), then ours
+trained token (with --free-length the two sides' completions differ in length), then ours
 / TRL's; checks that both adapters moved.
 """
 
@@ -65,7 +72,7 @@ def reward(text: str, tools: list[dict]) -> float:
             return 1.0 if all(r in call.arguments for r in required) else 0.6
     if calls:
         return 0.3
-    return 0.2 * min(1.0, len(text.strip()) / 200)
+    return 0.2 * min(1.0, len(text.strip()) / 400)
 
 
 def tasks(count: int, seed: int) -> list[tuple[str, list[dict]]]:
@@ -85,6 +92,8 @@ def run_ours(args, prompt_ids: list[list[int]], work: list[tuple[str, list[dict]
                         micro_batch_size=args.prompts * args.group, warmup_steps=0, max_grad_norm=1.0,
                         gradient_checkpointing=args.checkpointing)
     learner = Learner(backend, LORA, train, temperature=1.0, seed=0)
+    if not args.free_length:  # generate() fills what our config leaves unset from the model's
+        backend.model.get_base_model().generation_config.suppress_tokens = list(backend.eos_ids)
     steps = []
 
     async def generate(step: int):
@@ -138,6 +147,7 @@ def run_trl(args, prompt_texts: list[str], work: list[tuple[str, list[dict]]]) -
         gradient_accumulation_steps=1, max_steps=args.steps, logging_steps=1, save_strategy="no",
         report_to="none", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, disable_tqdm=True,
         gradient_checkpointing=args.checkpointing,  # TRL's default is on, ours off: the same on both sides
+        generation_kwargs=None if args.free_length else {"suppress_tokens": list(backend.eos_ids)},
     )
     steps, marks = [], {}
 
@@ -190,6 +200,8 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--checkpointing", action="store_true",
                         help="gradient checkpointing on both sides (default: off on both; TRL's own default is on)")
+    parser.add_argument("--free-length", action="store_true",
+                        help="let completions end at the end-of-turn token (then the tokens trained differ)")
     parser.add_argument("--out", default="/tmp/vs_trl")
     args = parser.parse_args()
 
@@ -200,7 +212,8 @@ def main() -> None:
     prompt_texts = [probe.tokenizer.decode(ids) for ids in prompt_ids]
     same = all(probe.tokenizer(t, add_special_tokens=False)["input_ids"] == ids for t, ids in zip(prompt_texts, prompt_ids))
     probe.close()
-    print(f"{args.prompts} prompts x {args.group} completions, <= {args.tokens} new tokens, prompts of "
+    print(f"{args.prompts} prompts x {args.group} completions, {'<=' if args.free_length else 'exactly'} "
+          f"{args.tokens} new tokens, prompts of "
           f"{', '.join(str(len(ids)) for ids in prompt_ids)} tokens (TRL re-tokenizes the same ids: {same}); "
           f"{args.steps} steps a side, medians over the last {max(1, args.steps - 1)}", flush=True)
     trl_steps = run_trl(args, prompt_texts, work)
