@@ -17,6 +17,7 @@ from trustee_lite.env.episode import Policy
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.env.tools import load_pool
 from trustee_lite.lm import GenerationService
+from trustee_lite.lm.prefix_cache import PrefixCache
 from trustee_lite.runtime import Runtime
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import open_run
@@ -67,6 +68,7 @@ def test_mean_reward_rises(smol_backend, tmp_path):
     })
     backend = copy.copy(smol_backend)  # the learner puts its adapter on this copy's model
     backend.model = copy.deepcopy(smol_backend.model)
+    backend.prefix_cache = PrefixCache(2**30)  # its own kept turns: they belong to this copy's weights
 
     async def main():
         async with GenerationService(backend, 16) as policy_service, \

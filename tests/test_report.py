@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from trustee_lite.env.episode import Policy
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.env.tools import load_pool
 from trustee_lite.lm import GenerationService
+from trustee_lite.lm.prefix_cache import PrefixCache
 from trustee_lite.progress import duration, run_eta
 from trustee_lite.records import KnobValues, TaskDraft, ToolCall, Trajectory, Turn
 from trustee_lite.report.data import differences, sample_steps
@@ -80,6 +82,7 @@ def record(smol_backend, tmp_path_factory):
     })
     backend = copy.copy(smol_backend)
     backend.model = copy.deepcopy(smol_backend.model)
+    backend.prefix_cache = PrefixCache(2**30)  # its own kept turns: they belong to this copy's weights
     db, out = root / "db.sqlite", root / "out"
 
     async def train():
@@ -212,6 +215,23 @@ def test_progress_shows_the_run_eta(record):
     # one more step of the same length (the line shows the wall time to 0.1 s)
     assert any(summaries[0].endswith(f"run ETA {duration(seconds + d)}") for d in (-0.05, 0.0, 0.05))
     assert "run ETA" in stderr.split("step 2/2", 1)[1]  # beside the second step's bar
+
+
+def test_the_step_line_and_row_split_the_time(record):
+    db, _, stderr = record
+    line = next(line for line in stderr.splitlines() if line.startswith("step 1/2: level"))
+    found = re.search(r"\| ([\d.]+)s \(policy ([\d.]+) \[prefill ([\d.]+) decode ([\d.]+)\] sim ([\d.]+) "
+                      r"update ([\d.]+) checkpoint ([\d.]+) waiting ([\d.]+)\)", line)
+    assert found, line
+    with Store(db) as store:
+        row = next(store.db.query("SELECT * FROM steps WHERE run_id = 1 AND step = 1"))
+    names = ("wall_s", "policy_gen_s", "policy_prefill_s", "policy_decode_s", "simulation_s", "update_s",
+             "checkpoint_s", "other_s")
+    assert [float(v) for v in found.groups()] == [round(row[n], 1) for n in names]
+    assert row["policy_prefill_s"] > 0 and row["policy_decode_s"] > 0 and row["checkpoint_s"] > 0
+    assert row["policy_prefill_s"] + row["policy_decode_s"] <= row["policy_gen_s"] + 0.02
+    assert row["training_s"] == pytest.approx(row["update_s"] + row["checkpoint_s"], abs=0.011)
+    assert row["prefill_tokens"] > 0 and row["reused_tokens"] >= 0
 
 
 def test_eta_arithmetic():

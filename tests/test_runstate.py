@@ -12,6 +12,7 @@ from test_store import trajectory
 
 from trustee_lite.config import parse_recipe
 from trustee_lite.errors import UserError
+from trustee_lite.metrics import time_split
 from trustee_lite.records import StepRecord
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import checkpoint_dir, open_run, prune_checkpoints, recipe_hash
@@ -129,3 +130,12 @@ def test_older_database_gains_the_new_columns(tmp_path):
     with Store(path) as store:
         assert {"out_dir", "recipe_hash"} <= set(store.db["runs"].columns_dict)
         assert store.db.execute("SELECT name FROM runs").fetchall() == [("old",)]
+
+
+def test_the_time_split_by_hand():
+    split = time_split(wall_s=100.0, policy_s=60.0, simulation_s=20.0, update_s=12.0, checkpoint_s=3.0,
+                       prefill_s=15.0, decode_s=44.0)
+    assert split == {"wall_s": 100.0, "policy_gen_s": 60.0, "simulation_s": 20.0, "training_s": 15.0, "other_s": 5.0,
+                     "policy_prefill_s": 15.0, "policy_decode_s": 44.0, "update_s": 12.0, "checkpoint_s": 3.0}
+    overlapping = time_split(wall_s=100.0, policy_s=70.0, simulation_s=60.0, update_s=1.0, checkpoint_s=0.5)
+    assert overlapping["other_s"] == 0.0 and overlapping["training_s"] == 1.5  # generation and simulation overlapped

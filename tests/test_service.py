@@ -9,6 +9,7 @@ import pytest
 from scripted import ScriptedBackend
 
 from trustee_lite.lm import GenerationError, GenerationService, GenRequest, Sampling
+from trustee_lite.lm.base import BatchTimes
 
 
 def req(text: str, adapter: bool = True) -> GenRequest:
@@ -88,3 +89,26 @@ def test_stats_count_requests_batches_and_tokens():
 
     stats = run(main())
     assert (stats.requests, stats.batches, stats.tokens, stats.mean_batch) == (4, 1, 8, 4.0)
+
+
+class TimedBackend(ScriptedBackend):
+    """Says where each batch's time went, as the transformers backend does."""
+
+    def generate_batch(self, requests):
+        n = len(requests)
+        self.times = BatchTimes(prefill_s=0.5 * n, decode_s=1.0 * n, fed_tokens=10 * n, reused_tokens=100 * n)
+        return super().generate_batch(requests)
+
+
+def test_the_policys_prefill_and_decode_are_summed_the_simulators_are_not():
+    backend = TimedBackend(echo)
+
+    async def main():
+        async with GenerationService(backend, max_batch=16, max_wait_s=0.05) as service:
+            await asyncio.gather(*(service.generate(req(f"q{i}", adapter=i < 3)) for i in range(5)))
+            await service.generate(req("again"))
+            return service.stats
+
+    stats = run(main())
+    assert sorted(len(b) for b in backend.batches) == [1, 2, 3]  # policy 3 + 1, simulator 2
+    assert (stats.prefill_s, stats.decode_s, stats.fed_tokens, stats.reused_tokens) == (2.0, 4.0, 40, 400)

@@ -103,6 +103,9 @@ class PolicyConfig(ModelConfig):
     unsloth: bool = True  # with load_in_4bit: load and train through Unsloth when it is installed
     max_new_tokens: PositiveInt = 128  # per assistant turn
     max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
+    # A policy turn reuses the keys and values of the episode's earlier turns (kept in memory
+    # beside the model, up to this many MiB; 0: every turn encodes the whole conversation again)
+    kv_reuse_mb: NonNegInt = 1024
 
     @model_validator(mode="after")
     def _cross_fields(self, info: ValidationInfo):

@@ -106,10 +106,11 @@ class Estimate:
     generation_kv: float
     lora: float
     activations: float
+    kept_kv: float = 0.0  # earlier policy turns' keys and values, kept for reuse (freed at each update)
 
     @property
     def generation(self) -> float:
-        return self.weights + self.generation_kv
+        return self.weights + self.generation_kv + self.kept_kv
 
     @property
     def training(self) -> float:

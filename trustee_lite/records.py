@@ -165,8 +165,14 @@ class StepRecord:
     policy_gen_s: float
     simulation_s: float
     training_s: float
-    other_s: float
+    other_s: float  # waiting: what generation, simulation, update and checkpoint do not cover
     checkpoint: str
+    policy_prefill_s: float = 0.0  # of policy_gen_s: the prompts' forwards
+    policy_decode_s: float = 0.0  # ... and the tokens generated after
+    update_s: float = 0.0  # of training_s: the GRPO update
+    checkpoint_s: float = 0.0  # ... and writing its checkpoint
+    prefill_tokens: int = 0  # policy prompt tokens the model encoded
+    reused_tokens: int = 0  # ... and those whose keys and values came from the episode's earlier turns
 
     def row(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

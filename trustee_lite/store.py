@@ -84,7 +84,9 @@ CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 # Columns added after the first release, per table (ALTER TABLE adds them to an older file).
 ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT"), "tasks": ("step INTEGER",),
                  "trajectories": ("step INTEGER", "advantage REAL"), "turns": ("turn_reward REAL",),
-                 "eval_results": ("figures TEXT",)}
+                 "eval_results": ("figures TEXT",),
+                 "steps": ("policy_prefill_s REAL", "policy_decode_s REAL", "update_s REAL", "checkpoint_s REAL",
+                           "prefill_tokens INTEGER", "reused_tokens INTEGER")}
 
 
 class Store:

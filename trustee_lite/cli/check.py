@@ -197,14 +197,18 @@ def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int
     lora = lora_training_bytes(lora_params(shape, p.lora.rank, list(p.lora.target_modules)))
     activations = activation_bytes(shape, t.micro_batch_size, episode_tokens, t.gradient_checkpointing, t.kl_coef > 0,
                                    p.max_response_tokens)
-    return Estimate(weights=weights, generation_kv=kv, lora=lora, activations=activations)
+    # at most one kept sequence per episode of a step (an episode's next turn replaces its last)
+    episodes = t.tasks_per_step * recipe.rollout.rollouts_per_task
+    kept = min(p.kv_reuse_mb * 2**20, kv_bytes(shape, episodes * episode_tokens))
+    return Estimate(weights=weights, generation_kv=kv, lora=lora, activations=activations, kept_kv=kept)
 
 
 def _memory_row(recipe: Recipe, e: Estimate, episode_tokens: int) -> str:
     p, t = recipe.policy, recipe.train
     kind = "nf4" if p.load_in_4bit else {4.0: "fp32", 2.0: "16-bit"}[_bytes_per_param(recipe)]
+    kept = f" + earlier turns kept {e.kept_kv / GIB:.1f}" if e.kept_kv else ""
     return (f"generation {e.generation / GIB:.1f} GiB (weights {e.weights / GIB:.1f} {kind} + KV {e.generation_kv / GIB:.1f} "
-            f"for {p.batch_size} x {episode_tokens:,}); training {e.training / GIB:.1f} GiB (+ LoRA/Adam {e.lora / GIB:.2f} "
+            f"for {p.batch_size} x {episode_tokens:,}{kept}); training {e.training / GIB:.1f} GiB (+ LoRA/Adam {e.lora / GIB:.2f} "
             f"+ activations {e.activations / GIB:.1f} for {t.micro_batch_size} x {episode_tokens:,}"
             f"{', checkpointing' if t.gradient_checkpointing else ''}); peak {e.peak / GIB:.1f} GiB "
             "(with the CUDA context and 10% slack)")

@@ -47,6 +47,18 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
 
 
+@dataclass
+class BatchTimes:
+    """Where a local backend's time went in one generate_batch call: the prompt's forward
+    (prefill, up to the first token's logits) and the token-by-token rest (decode), and the
+    prompt tokens fed to the model or taken from its key/value cache instead."""
+
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    fed_tokens: int = 0
+    reused_tokens: int = 0
+
+
 class GenerationError(RuntimeError):
     """A backend could not answer one request (context overflow, server failure, ...)."""
 

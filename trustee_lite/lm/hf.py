@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 from trustee_lite.config import ModelConfig
 from trustee_lite.errors import UserError
 from trustee_lite.lm import converted, quant
-from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest
+from trustee_lite.lm.base import BatchTimes, Completion, ContextLimit, GenerationError, GenRequest
 from trustee_lite.lm.models import locate
+from trustee_lite.lm.prefix_cache import PrefixCache, Reuse, batch_cache, row_kv
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class TransformersBackend:
         inner.generation_config = _neutral_generation_config(inner, self.eos_ids, self.pad_id)
         self.context_window = _context_window(model, UNSLOTH_MAX_SEQ_LENGTH if self.unsloth else None)
         self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
+        self.times = BatchTimes()  # the last generate_batch call's
+        budget = getattr(cfg, "kv_reuse_mb", 0) * 2**20
+        self.prefix_cache = PrefixCache(budget) if budget and _reusable_cache(model, self.unsloth) else None
         torch.manual_seed(0)
 
     def load_adapter(self, path: str) -> None:
@@ -113,11 +118,13 @@ class TransformersBackend:
         with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT's loader
             warnings.simplefilter("ignore", FutureWarning)
             self.model = PeftModel.from_pretrained(self.model, path, is_trainable=False).eval()
+        self.weights_changed()
 
     def attach_lora(self, lora, gradient_checkpointing: bool):
         """Put a trainable LoRA adapter on the model this backend serves (keep training the
         recipe's starting adapter, or Unsloth's, when there is one) and return the model."""
         self.model = attach_lora(self.model, lora, gradient_checkpointing and not self.unsloth)
+        self.weights_changed()
         return self.model
 
     def set_mode(self, training: bool) -> None:
@@ -125,6 +132,14 @@ class TransformersBackend:
         if self.unsloth:
             quant.unsloth_mode(self.model, training)
         self.model.train(training)
+        if training:
+            self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """The adapter's weights change (an update, a loaded checkpoint): cached keys and values
+        of earlier turns no longer match the policy."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     @property
     def has_adapter(self) -> bool:
@@ -158,6 +173,7 @@ class TransformersBackend:
     def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
         """Each row fails alone: rows that cannot run are answered with their error, the rest are
         batched; if the batch itself fails, its rows are retried one at a time."""
+        self.times = BatchTimes()
         results: list = [self.prepare(r) for r in requests]
         rows = [i for i, r in enumerate(results) if not isinstance(r, GenerationError)]
         if not rows:
@@ -184,19 +200,54 @@ class TransformersBackend:
         for row, prompt in enumerate(prompts):  # left padding: every row ends where generation starts
             ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             mask[row, width - len(prompt):] = 1
+        reuses = self._reuses(requests, prompts)
+        cached = width - max(len(p) - r.tokens for p, r in zip(prompts, reuses))  # slots no row must feed: the cache
+        reuses = [Reuse(r.kv, max(0, min(r.tokens, len(p) - (width - cached)))) for p, r in zip(prompts, reuses)]
+        cache = None
+        if self.prefix_cache is not None and any(_reusing(r) for r in requests):
+            from transformers import DynamicCache
+
+            cache = batch_cache(reuses, cached, DynamicCache) if cached else DynamicCache()
         sampler = RowSampler([r.sampling for r in requests], self.eos_ids, width, self._constraints(requests), self._schemas)
         config = GenerationConfig(
             max_new_tokens=max(r.sampling.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
         )
         switch_off = not requests[0].adapter and self.has_adapter
+        start = time.perf_counter()
         with torch.inference_mode(), (self.model.disable_adapter() if switch_off else contextlib.nullcontext()):
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                 generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+                **({_cache_argument(self.model): cache} if cache is not None else {}),
             )
+        end = time.perf_counter()
+        first = sampler.first_logits_at or end
+        self.times.prefill_s += first - start
+        self.times.decode_s += end - first
+        self.times.reused_tokens += sum(r.tokens for r in reuses)
+        self.times.fed_tokens += sum(len(p) for p in prompts) - sum(r.tokens for r in reuses)
         new = out[:, width:].tolist()
-        return [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests)]
+        done = [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests)]
+        if cache is not None:
+            self._keep(cache, requests, prompts, done, width)
+        return done
+
+    def _reuses(self, requests: list[GenRequest], prompts: list[list[int]]) -> list[Reuse]:
+        """What each row takes from the prefix cache (policy turns only)."""
+        if self.prefix_cache is None:
+            return [Reuse() for _ in prompts]
+        return [self.prefix_cache.lookup(tuple(p)) if _reusing(r) else Reuse() for r, p in zip(requests, prompts)]
+
+    def _keep(self, cache, requests, prompts, done, width: int) -> None:
+        """Store each policy row's keys and values (its prompt and the tokens it generated, but
+        the last one, which was never fed) for its next turn."""
+        import torch
+
+        for row, (request, prompt, completion) in enumerate(zip(requests, prompts, done)):
+            if _reusing(request) and completion.token_ids:
+                slots = torch.arange(width - len(prompt), width + len(completion.token_ids) - 1, device=self.device)
+                self.prefix_cache.store(tuple(prompt) + tuple(completion.token_ids[:-1]), row_kv(cache, row, slots))
 
     def _constraints(self, requests: list[GenRequest]) -> list:
         """Each row's JSON-schema constraint (xgrammar), or None for free text."""
@@ -275,12 +326,15 @@ class RowSampler:
         self.penalties = torch.tensor([s.frequency_penalty for s in samplings], dtype=torch.float32)
         self._counts = None  # tokens generated so far per row, when a row has a frequency penalty
         self.logprobs: list[list[float]] = [[] for _ in samplings]
+        self.first_logits_at: float | None = None  # when the prompt's forward gave its logits
 
     def __call__(self, input_ids, scores):
         import torch
 
         step = input_ids.shape[1] - self.width
         logits = scores.float().cpu()
+        if self.first_logits_at is None:
+            self.first_logits_at = time.perf_counter()
         if bool((self.penalties > 0).any()):
             if self._counts is None:
                 self._counts = torch.zeros_like(logits)
@@ -340,6 +394,35 @@ def _sample_top_p(probs, top_ps, uniforms):
     target = (uniforms * cdf[:, -1]).unsqueeze(1)
     pos = torch.searchsorted(cdf, target).clamp(max=cdf.shape[1] - 1).squeeze(1)
     return pos if order is None else order.gather(1, pos[:, None]).squeeze(1)
+
+
+def _reusing(request: GenRequest) -> bool:
+    """Policy turns (exact prompt ids, adapter on) reuse earlier turns' keys and values."""
+    return request.prompt_ids is not None and request.adapter
+
+
+def _reusable_cache(model, unsloth: bool) -> bool:
+    """Whether this model's cache can be laid out by prefix_cache.py: every layer attends to the
+    whole sequence (no sliding window, no recurrent state) in a transformers cache with layers;
+    not under Unsloth, whose generation takes its own path."""
+    from transformers import DynamicCache
+
+    if unsloth or not hasattr(DynamicCache(), "layers"):
+        return False
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return all(t == "full_attention" for t in types)
+    return getattr(config, "sliding_window", None) is None
+
+
+def _cache_argument(model) -> str:
+    """The name generate() takes a cache under: `cache` from transformers 5.2x, before it
+    `past_key_values`."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _eos_ids(tokenizer, model) -> list[int]:

@@ -22,6 +22,11 @@ class ServiceStats:
     busy_s: float = 0.0  # time the backend spent generating
     busy_adapter_on_s: float = 0.0  # ... for requests with the adapter on (the policy)
     busy_adapter_off_s: float = 0.0  # ... for requests with the adapter off (simulator roles)
+    # a local backend's batches with the adapter on (the policy), where it says (BatchTimes):
+    prefill_s: float = 0.0  # prompt forwards, up to the first new token's logits
+    decode_s: float = 0.0  # the tokens after
+    fed_tokens: int = 0  # prompt tokens the model encoded
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from earlier turns
 
     @property
     def mean_batch(self) -> float:
@@ -124,18 +129,23 @@ class GenerationService:
         requests = [req for req, _ in group]
         start = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self.backend.generate_batch, requests)
+            results, times = await loop.run_in_executor(self._executor, self._generate, requests)
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()
             raise
         except Exception as err:  # a whole batch failed: every caller hears why
             log.exception("batch of %d failed", len(requests))
-            results = [GenerationError(f"{self.backend.name}: {err}")] * len(requests)
+            results, times = [GenerationError(f"{self.backend.name}: {err}")] * len(requests), None
         spent = time.perf_counter() - start
         self.stats.busy_s += spent
         if requests[0].adapter:
             self.stats.busy_adapter_on_s += spent
+            if times is not None:
+                self.stats.prefill_s += times.prefill_s
+                self.stats.decode_s += times.decode_s
+                self.stats.fed_tokens += times.fed_tokens
+                self.stats.reused_tokens += times.reused_tokens
         else:
             self.stats.busy_adapter_off_s += spent
         self.stats.batches += 1
@@ -148,6 +158,12 @@ class GenerationService:
             else:
                 self.stats.tokens += result.num_tokens
                 future.set_result(result)
+
+    def _generate(self, requests):
+        """In the worker thread: the batch's results and where its time went (the backend's
+        BatchTimes of this very call, None where it keeps none)."""
+        results = self.backend.generate_batch(requests)
+        return results, getattr(self.backend, "times", None)
 
 
 def _group(items, key):

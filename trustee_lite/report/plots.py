@@ -10,8 +10,6 @@ from collections import defaultdict
 from trustee_lite.evaluation.tables import column_name
 from trustee_lite.report.data import RunSeries
 
-TIME_PARTS = (("policy_gen_s", "policy generation"), ("simulation_s", "simulation"), ("training_s", "training"),
-              ("other_s", "other"))
 
 
 def _pyplot():
@@ -158,8 +156,23 @@ def aborts(runs):
 
 
 def time_split(runs):
-    return _per_run_bars("Time per step (policy generation and simulation can overlap)", "seconds", runs,
-                         lambda run: [(label, run.figures[name]) for name, label in TIME_PARTS])
+    return _per_run_bars("Time per step (policy generation and simulation can overlap)", "seconds", runs, time_parts)
+
+
+def time_parts(run: RunSeries) -> list[tuple[str, list[float]]]:
+    """A step's seconds by kind; steps recorded before the finer split (no prefill, decode,
+    update or checkpoint figures) show their policy time as "policy, rest" and training as update."""
+    f = run.figures
+
+    def col(name):
+        return [v or 0.0 for v in f[name]]
+
+    prefill, decode = col("policy_prefill_s"), col("policy_decode_s")
+    return [("policy prefill", prefill), ("policy decode", decode),
+            ("policy, rest", [max(0.0, g - p - d) for g, p, d in zip(col("policy_gen_s"), prefill, decode)]),
+            ("simulation", col("simulation_s")),
+            ("update", [t if u is None else u for t, u in zip(col("training_s"), f["update_s"])]),
+            ("checkpoint", col("checkpoint_s")), ("waiting", col("other_s"))]
 
 
 def _grouped_bars(title: str, ylabel: str, rows: list[str], columns: dict[str, dict[str, float | None]], ylim=None):

@@ -182,6 +182,8 @@ class Learner:
 
         folder = Path(folder)
         set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
+        if hasattr(self.backend, "weights_changed"):  # keys and values cached under the old weights go
+            self.backend.weights_changed()
         trainer = torch.load(folder / "trainer.pt", weights_only=True)
         self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])

@@ -53,18 +53,16 @@ class _Totals:
 
     steps: int = 0
     trained: int = 0  # steps whose update had a gradient (a group with unequal rewards, or a KL term)
-    policy_gen_s: float = 0.0
-    simulation_s: float = 0.0
-    training_s: float = 0.0
-    other_s: float = 0.0
+    seconds: dict = field(default_factory=dict)  # time_split's parts, summed
     step_seconds: list[float] = field(default_factory=list)
 
     def add(self, split: dict, trained: bool) -> None:
         self.steps += 1
         self.trained += trained
         self.step_seconds.append(split["wall_s"])
-        for name in ("policy_gen_s", "simulation_s", "training_s", "other_s"):
-            setattr(self, name, getattr(self, name) + split[name])
+        for name, value in split.items():
+            if name != "wall_s":
+                self.seconds[name] = self.seconds.get(name, 0.0) + value
 
 
 class _StopOnInterrupt:
@@ -142,10 +140,11 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 update = await service.run_exclusive(learner.update, samples, step)
                 folder = checkpoint_dir(out_dir, step)
                 log.info("step %d: checkpoint", step)
+                save_start = time.perf_counter()
                 await service.run_exclusive(learner.save, folder, {
                     "step": step, "level": new_level, "estimator": estimator.state()})
-                split = _step_time_split(runtime, marks, time.perf_counter() - step_start,
-                                         time.perf_counter() - train_start)
+                now = time.perf_counter()
+                split = _step_time_split(runtime, marks, now - step_start, save_start - train_start, now - save_start)
                 figures = episode_figures(flat)
                 record = step_record(step, level, new_level, cur, drafts, figures, batch_signal, estimator.value,
                                      update, split, _deltas(runtime, marks), folder)
@@ -211,20 +210,26 @@ async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, 
 
 def _marks(runtime: Runtime) -> dict:
     """The counters at the start of a step (the step's figures are their deltas)."""
-    sim = runtime.sim.stats
-    return {"policy_s": runtime.policy_service.stats.busy_adapter_on_s, "sim_s": runtime.sim_service.stats.busy_adapter_off_s,
+    sim, policy = runtime.sim.stats, runtime.policy_service.stats
+    return {"policy_s": policy.busy_adapter_on_s, "sim_s": runtime.sim_service.stats.busy_adapter_off_s,
+            "prefill_s": policy.prefill_s, "decode_s": policy.decode_s, "prefill_tokens": policy.fed_tokens,
+            "reused_tokens": policy.reused_tokens,
             "simulator_tokens": sim.tokens, "cache_hits": sim.cache_hits, "cache_misses": sim.cache_misses}
 
 
 def _deltas(runtime: Runtime, marks: dict) -> dict:
-    sim = runtime.sim.stats
+    sim, policy = runtime.sim.stats, runtime.policy_service.stats
     return {"simulator_tokens": sim.tokens - marks["simulator_tokens"], "cache_hits": sim.cache_hits - marks["cache_hits"],
-            "cache_misses": sim.cache_misses - marks["cache_misses"]}
+            "cache_misses": sim.cache_misses - marks["cache_misses"],
+            "prefill_tokens": policy.fed_tokens - marks["prefill_tokens"],
+            "reused_tokens": policy.reused_tokens - marks["reused_tokens"]}
 
 
-def _step_time_split(runtime: Runtime, marks: dict, wall_s: float, training_s: float) -> dict:
-    return time_split(wall_s, runtime.policy_service.stats.busy_adapter_on_s - marks["policy_s"],
-                      runtime.sim_service.stats.busy_adapter_off_s - marks["sim_s"], training_s)
+def _step_time_split(runtime: Runtime, marks: dict, wall_s: float, update_s: float, checkpoint_s: float) -> dict:
+    policy = runtime.policy_service.stats
+    return time_split(wall_s, policy.busy_adapter_on_s - marks["policy_s"],
+                      runtime.sim_service.stats.busy_adapter_off_s - marks["sim_s"], update_s, checkpoint_s,
+                      policy.prefill_s - marks["prefill_s"], policy.decode_s - marks["decode_s"])
 
 
 def _summary_line(step, total, level, new_level, figures, update, split) -> str:
@@ -234,8 +239,9 @@ def _summary_line(step, total, level, new_level, figures, update, split) -> str:
     return (f"step {step}/{total}: level {level}->{new_level} reward {num(figures['mean_reward'])}"
             f" success {num(figures['success_rate'], '{:.2f}')} aborted {figures['aborted']}/{figures['episodes']}"
             f" loss {num(update.loss, '{:.4f}')} kl {num(update.kl, '{:.5f}')} | {split['wall_s']:.1f}s"
-            f" (policy {split['policy_gen_s']:.1f} sim {split['simulation_s']:.1f} train {split['training_s']:.1f}"
-            f" other {split['other_s']:.1f})")
+            f" (policy {split['policy_gen_s']:.1f} [prefill {split['policy_prefill_s']:.1f}"
+            f" decode {split['policy_decode_s']:.1f}] sim {split['simulation_s']:.1f} update {split['update_s']:.1f}"
+            f" checkpoint {split['checkpoint_s']:.1f} waiting {split['other_s']:.1f})")
 
 
 def _finish(store: Store, state: RunState, runtime: Runtime, out_dir: Path, status: str, level: int,
@@ -251,8 +257,9 @@ def _finish(store: Store, state: RunState, runtime: Runtime, out_dir: Path, stat
         "level": level, **{k: v for k, v in runtime.sim.stats.figures().items() if k in ("cache_hits", "cache_misses")},
         "adapter": str(adapter) if adapter else None, "wall_s": round(wall_s, 2),
         "median_step_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
-        "policy_gen_s": round(totals.policy_gen_s, 2), "simulation_s": round(totals.simulation_s, 2),
-        "training_s": round(totals.training_s, 2), "other_s": round(totals.other_s, 2),
+        **{name: round(totals.seconds.get(name, 0.0), 2) for name in (
+            "policy_gen_s", "policy_prefill_s", "policy_decode_s", "simulation_s", "training_s", "update_s",
+            "checkpoint_s", "other_s")},
     }
     store.finish_run(state.run_id, status, summary)
     return summary
