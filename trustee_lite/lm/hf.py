@@ -93,6 +93,9 @@ class TransformersBackend:
         self.model = (model if four_bit else model.to(self.device)).eval()
         if self.unsloth:
             quant.unsloth_mode(self.model, training=False)
+        self.times = BatchTimes()  # the last generate_batch call's
+        budget = getattr(cfg, "kv_reuse_mb", 0) * 2**20
+        self.prefix_cache = PrefixCache(budget) if budget and _reusable_cache(model, self.unsloth) else None
         if adapter is not None:
             self.load_adapter(adapter)
         self.eos_ids = _eos_ids(self.tokenizer, model)
@@ -104,9 +107,6 @@ class TransformersBackend:
         inner.generation_config = _neutral_generation_config(inner, self.eos_ids, self.pad_id)
         self.context_window = _context_window(model, UNSLOTH_MAX_SEQ_LENGTH if self.unsloth else None)
         self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
-        self.times = BatchTimes()  # the last generate_batch call's
-        budget = getattr(cfg, "kv_reuse_mb", 0) * 2**20
-        self.prefix_cache = PrefixCache(budget) if budget and _reusable_cache(model, self.unsloth) else None
         torch.manual_seed(0)
 
     def load_adapter(self, path: str) -> None:
