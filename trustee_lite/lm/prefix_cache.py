@@ -89,18 +89,21 @@ class PrefixCache:
 
 def batch_cache(reuses: list[Reuse], width: int, make_cache):
     """A transformers cache holding every row's reused keys and values, right-aligned in a
-    block of `width` slots (zeros in the padding slots, which the attention mask hides)."""
+    block of `width` slots (zeros in the padding slots, which the attention mask hides). Built
+    a layer at a time, so the copy made along the way is one layer's, not the whole cache's."""
     import torch
 
     sample = next(r.kv for r in reuses if r.kv is not None)
     layers, _, heads, _, dim = sample.shape
-    block = torch.zeros((layers, 2, len(reuses), heads, width, dim), dtype=sample.dtype, device=sample.device)
-    for row, reuse in enumerate(reuses):
-        if reuse.tokens:
-            block[:, :, row, :, width - reuse.tokens:] = reuse.kv[:, :, :, : reuse.tokens]
     cache = make_cache()
     for layer in range(layers):
-        cache.update(block[layer, 0], block[layer, 1], layer)
+        keys, values = (torch.zeros((len(reuses), heads, width, dim), dtype=sample.dtype, device=sample.device)
+                        for _ in range(2))
+        for row, reuse in enumerate(reuses):
+            if reuse.tokens:
+                keys[row, :, width - reuse.tokens:] = reuse.kv[layer, 0, :, : reuse.tokens]
+                values[row, :, width - reuse.tokens:] = reuse.kv[layer, 1, :, : reuse.tokens]
+        cache.update(keys, values, layer)
     return cache
 
 
