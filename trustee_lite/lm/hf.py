@@ -96,6 +96,7 @@ class TransformersBackend:
         self.times = BatchTimes()  # the last generate_batch call's
         budget = getattr(cfg, "kv_reuse_mb", 0) * 2**20
         self.prefix_cache = PrefixCache(budget) if budget and _reusable_cache(model, self.unsloth) else None
+        self._cache_argument = _cache_argument(model)  # the name generate() takes a cache under
         if adapter is not None:
             self.load_adapter(adapter)
         self.eos_ids = _eos_ids(self.tokenizer, model)
@@ -219,7 +220,7 @@ class TransformersBackend:
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                 generation_config=config, logits_processor=LogitsProcessorList([sampler]),
-                **({_cache_argument(self.model): cache} if cache is not None else {}),
+                **({self._cache_argument: cache} if cache is not None else {}),
             )
         end = time.perf_counter()
         first = sampler.first_logits_at or end
