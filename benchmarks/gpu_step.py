@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from trustee_lite.config import LoraConfig, TrainConfig  # noqa: E402
-from trustee_lite.lm.hf import attach_lora  # noqa: E402
+from trustee_lite.lm.lora import attach_lora  # noqa: E402
 from trustee_lite.train.grpo import Sample  # noqa: E402
 from trustee_lite.train.learner import Learner  # noqa: E402
 

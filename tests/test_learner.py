@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trustee_lite.config import LoraConfig, TrainConfig
-from trustee_lite.lm.hf import attach_lora
+from trustee_lite.lm.lora import attach_lora
 from trustee_lite.train.grpo import Sample
 from trustee_lite.train.learner import Learner
 

@@ -12,7 +12,8 @@ from model_families import WINDOW, build_family
 
 from trustee_lite.config import LoraConfig, PolicyConfig, TrainConfig
 from trustee_lite.lm import ContextLimit, GenerationError, GenRequest, Sampling
-from trustee_lite.lm.hf import RowSampler, TransformersBackend
+from trustee_lite.lm.hf import TransformersBackend
+from trustee_lite.lm.sampler import RowSampler
 from trustee_lite.train.learner import Learner
 
 

@@ -13,6 +13,7 @@ import importlib.util
 from trustee_lite.errors import UserError
 
 GPU_EXTRA = "pip install 'trustee-lite[gpu]'"
+UNSLOTH_MAX_SEQ_LENGTH = 8192  # longest sequence Unsloth prepares for (prompt + episode)
 
 
 def require_cuda(place: str) -> None:
