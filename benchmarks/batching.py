@@ -28,7 +28,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from trustee_lite import prompts  # noqa: E402
 from trustee_lite.config import PolicyConfig  # noqa: E402
 from trustee_lite.env.chat import PolicyChat  # noqa: E402
-from trustee_lite.env.tools import load_pool  # noqa: E402
+from trustee_lite.env.pool.tools import load_pool  # noqa: E402
 from trustee_lite.lm import GenerationService, GenRequest, Sampling, build_backend  # noqa: E402
 
 QUERIES = [

@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from trustee_lite.config import LoraConfig, TrainConfig  # noqa: E402
+from trustee_lite.lm.base import Backend  # noqa: E402
 from trustee_lite.lm.lora import attach_lora  # noqa: E402
 from trustee_lite.train.grpo import Sample  # noqa: E402
 from trustee_lite.train.learner import Learner  # noqa: E402
@@ -42,7 +43,7 @@ TINY = dict(QWEN3_8B, hidden_size=64, num_hidden_layers=2, num_attention_heads=4
             intermediate_size=128, vocab_size=1024, head_dim=16)
 
 
-class Holder:
+class Holder(Backend):
     """The part of a generation backend the learner uses."""
 
     def __init__(self, model):

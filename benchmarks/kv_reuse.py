@@ -65,7 +65,7 @@ def policy_only(repeat: int, budget_mb: int) -> None:
     from trustee_lite import prompts
     from trustee_lite.config import PolicyConfig
     from trustee_lite.env.chat import PolicyChat
-    from trustee_lite.env.tools import load_pool
+    from trustee_lite.env.pool.tools import load_pool
     from trustee_lite.lm import GenRequest, Sampling
     from trustee_lite.lm.hf import TransformersBackend
     from trustee_lite.lm.prefix_cache import PrefixCache

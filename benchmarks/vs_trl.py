@@ -49,11 +49,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from batching import QUERIES  # noqa: E402 - the first-turn queries batching.py uses
+
 from trustee_lite import prompts  # noqa: E402
 from trustee_lite.config import LoraConfig, PolicyConfig, TrainConfig  # noqa: E402
 from trustee_lite.env.chat import PolicyChat  # noqa: E402
+from trustee_lite.env.pool.tools import load_pool  # noqa: E402
 from trustee_lite.env.toolcalls import parse_turn  # noqa: E402
-from trustee_lite.env.tools import load_pool  # noqa: E402
 from trustee_lite.lm import GenerationService, GenRequest, Sampling, build_backend  # noqa: E402
 from trustee_lite.train.grpo import Sample, group_advantages  # noqa: E402
 from trustee_lite.train.learner import Learner  # noqa: E402

@@ -1,6 +1,6 @@
 """A scripted backend for tests that need deterministic model answers (never in the package).
 
-It implements the package's Backend protocol: each request is answered by a test-supplied
+It implements the package's Backend interface (lm/base.py): each request is answered by a test-supplied
 function. Policy requests (prompt ids) get their text tokenized with a real tokenizer, so the
 trajectory's token bookkeeping is exercised for real.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from trustee_lite.lm.base import Completion, GenerationError, GenRequest
+from trustee_lite.lm.base import Backend, Completion, GenerationError, GenRequest
 
 
 def role_of(request: GenRequest) -> str:
@@ -22,7 +22,7 @@ def role_of(request: GenRequest) -> str:
     return "policy"
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     name = "scripted"
 
     def __init__(self, answer: Callable[[GenRequest], str | Exception], tokenizer=None, max_batch: int = 16,
@@ -55,6 +55,3 @@ class ScriptedBackend:
             prompt_tokens=len(request.prompt_ids), finish_reason="stop" if stopped else "length",
             token_ids=tuple(ids), ended_with_eos=stopped, logprobs=tuple(-0.5 for _ in ids),
         )
-
-    def close(self):
-        pass

@@ -121,3 +121,31 @@ def test_llama_cpp_keeps_the_schema_field_order(llama_backend):
 def test_llama_cpp_same_seed_same_answer(llama_backend):
     req = GenRequest(messages=({"role": "user", "content": "Name a colour."},), sampling=Sampling(20, 1.0, 1.0, seed=42))
     assert llama_backend.generate_batch([req])[0].text == llama_backend.generate_batch([req])[0].text
+
+
+def test_each_backend_declares_what_it_implements_on_the_interface():
+    """Every capability is a member of lm/base.Backend; this is what each backend overrides (a
+    new capability, or a backend that gains one, shows here)."""
+    from scripted import ScriptedBackend
+
+    from trustee_lite.config import BACKENDS
+    from trustee_lite.lm import IMPLEMENTATIONS, backend_class
+    from trustee_lite.lm.base import Backend
+
+    identity = {"name", "model_id", "max_batch"}  # every backend sets these
+    capabilities = {n for n in [*vars(Backend), *Backend.__annotations__] if not n.startswith("_")} - identity
+
+    def implemented(cls) -> set[str]:
+        return {n for n in capabilities if any(n in vars(k) for k in cls.__mro__[: cls.__mro__.index(Backend)])}
+
+    assert set(IMPLEMENTATIONS) == set(BACKENDS)
+    classes = {name: backend_class(name) for name in BACKENDS}
+    assert {name: implemented(cls) for name, cls in classes.items()} == {
+        "transformers": {"check_runnable", "batch_key", "generate_batch", "close", "attach_lora", "set_mode",
+                         "weights_changed", "selective_logits"},
+        "llama_cpp": {"generate_batch", "close"},
+        "openai": {"remote", "check_runnable", "agenerate", "aclose"},
+    }
+    assert implemented(ScriptedBackend) == {"batch_key", "generate_batch"}
+    assert all(issubclass(cls, Backend) for cls in classes.values())
+    assert [cls.remote for cls in classes.values()] == [name == "openai" for name in classes]

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from trustee_lite.config import CurriculumConfig, KnobRule, KnobTable
+from trustee_lite.env.knobs import knob_value, knobs_at, sample_task_knobs
 from trustee_lite.records import KnobValues
-from trustee_lite.train.curriculum import knob_value, knobs_at, sample_task_knobs
 
 TABLE = KnobTable()
 

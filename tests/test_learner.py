@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from trustee_lite.config import LoraConfig, TrainConfig
+from trustee_lite.lm.base import Backend
 from trustee_lite.lm.lora import attach_lora
 from trustee_lite.train.grpo import Sample
 from trustee_lite.train.learner import Learner
@@ -18,7 +19,7 @@ GOOD = 'User: weather in Paris?\nAssistant: <tool_call>{"name": "get_weather", "
 BAD = "User: weather in Paris?\nAssistant: I cannot help with that, sorry. Please ask someone else."
 
 
-class Holder:
+class Holder(Backend):
     """The part of a generation backend the learner uses: the model it puts the adapter on."""
 
     def __init__(self, model):

@@ -25,8 +25,8 @@ from trustee_lite.__main__ import main
 from trustee_lite.config import parse_recipe
 from trustee_lite.env.chat import PolicyChat
 from trustee_lite.env.episode import Policy
+from trustee_lite.env.pool.tools import load_pool
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.tools import load_pool
 from trustee_lite.lm import GenerationService
 from trustee_lite.lm.prefix_cache import PrefixCache
 from trustee_lite.progress import duration, run_eta

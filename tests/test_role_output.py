@@ -6,11 +6,11 @@ import pytest
 
 from trustee_lite.config import KnobTable
 from trustee_lite.env import task_generator, tool_simulator, user_simulator, verifier
+from trustee_lite.env.knobs import knobs_at
 from trustee_lite.env.role import RoleOutputError
 from trustee_lite.env.toolcalls import ToolCall
 from trustee_lite.jsontext import loads_lenient, strip_think
 from trustee_lite.records import Task, TaskDraft, Turn
-from trustee_lite.train.curriculum import knobs_at
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather now.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}

@@ -7,17 +7,16 @@ import asyncio
 import json
 
 import pytest
-
 from scripted import ScriptedBackend, role_of
 from test_role_output import make_task
 
 from trustee_lite.config import KnobTable, SimulatorConfig
 from trustee_lite.env.chat import PolicyChat
 from trustee_lite.env.episode import EpisodeLimits, Policy, run_episode
+from trustee_lite.env.knobs import knobs_at
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.lm import GenerationService
 from trustee_lite.store import Store
-from trustee_lite.train.curriculum import knobs_at
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 LIMITS = dict(max_new_tokens=64, max_response_tokens=512, max_result_chars=512, max_history_chars=4000)

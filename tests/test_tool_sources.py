@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from scripted import ScriptedBackend
 from test_tools import reference_pool
+
 from trustee_lite.__main__ import main
 from trustee_lite.config import SimulatorConfig, SynthesizeConfig, parse_recipe
-from trustee_lite.env.openapi_tools import openapi_entries
-from trustee_lite.env.pool_sources import preview_pool
+from trustee_lite.env.pool.openapi import openapi_entries
+from trustee_lite.env.pool.sources import preview_pool
+from trustee_lite.env.pool.synthesis import synthesize
+from trustee_lite.env.pool.tools import build_pool, load_pool
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.tool_synthesis import synthesize
-from trustee_lite.env.tools import build_pool, load_pool
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService
 from trustee_lite.store import Store

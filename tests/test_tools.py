@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trustee_lite.env.tools import load_pool
+from trustee_lite.env.pool.tools import load_pool
 from trustee_lite.errors import UserError
 
 
@@ -165,7 +165,7 @@ def test_reference_pool_format_loads_with_safe_names(tmp_path):
 
 
 def test_safe_names():
-    from trustee_lite.env.tools import safe_name
+    from trustee_lite.env.pool.tools import safe_name
 
     assert safe_name("Keyword Ideas") == "Keyword_Ideas"
     assert safe_name("/v1/messages/{id}") == "v1_messages_id"
@@ -177,7 +177,7 @@ def test_safe_names():
 def test_toolset_descriptions_reach_the_task_generator(tmp_path):
     from trustee_lite.config import KnobTable
     from trustee_lite.env import task_generator
-    from trustee_lite.train.curriculum import knobs_at
+    from trustee_lite.env.knobs import knobs_at
 
     (tmp_path / "toolbench.json").write_text(json.dumps(reference_pool()))
     pool = load_pool(str(tmp_path / "toolbench.json"))

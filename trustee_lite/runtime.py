@@ -14,12 +14,11 @@ from trustee_lite.config import Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError
 from trustee_lite.env.drafting import aborted_without_task, draft_slot, draft_task
 from trustee_lite.env.episode import EpisodeLimits, Policy, play_group
+from trustee_lite.env.pool.sources import listed_entries, open_pool
+from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.pool_sources import listed_entries, open_pool
-from trustee_lite.env.tools import ToolPool
 from trustee_lite.errors import UserError
-from trustee_lite.lm import GenerationService, build_backend
-from trustee_lite.lm.quant import require_cuda
+from trustee_lite.lm import GenerationService, backend_class, build_backend
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.store import Store
 
@@ -70,17 +69,12 @@ def preflight(recipe: Recipe, simulator: bool = True, policy: bool = True) -> No
     models the command uses: `simulator` or `policy` False leaves that one out)."""
     for name in ("policy",) * policy + ("simulator",) * simulator:
         cfg = getattr(recipe, name)
-        if cfg.backend == "transformers" and cfg.load_in_4bit:
-            require_cuda(f"{recipe.source}: {name}")
-    if simulator and recipe.simulator.backend == "openai":
-        from trustee_lite.lm.remote import check_reachable
-
-        check_reachable(recipe.simulator, f"{recipe.source}: simulator")
+        backend_class(cfg.backend).check_runnable(cfg, f"{recipe.source}: {name}")
 
 
 def load_policy(recipe: Recipe):
     """The policy's transformers backend, with the recipe's adapter if it names one."""
-    return build_backend("transformers", recipe.policy, f"{recipe.source}: policy", adapter=recipe.policy.adapter,
+    return build_backend(recipe.policy.backend, recipe.policy, f"{recipe.source}: policy", adapter=recipe.policy.adapter,
                          lora=recipe.policy.lora, seed=recipe.seed,
                          gradient_checkpointing=recipe.train.gradient_checkpointing)
 
@@ -102,14 +96,7 @@ async def open_simulator(recipe: Recipe, store: Store):
         async with GenerationService.of(backend, recipe.simulator) as service:
             yield SimulatorClient(service, store, recipe.simulator)
     finally:
-        await _close(backend)
-
-
-async def _close(backend) -> None:
-    if hasattr(backend, "aclose"):  # a remote client closes its connections inside the loop
         await backend.aclose()
-    else:
-        backend.close()
 
 
 @contextlib.asynccontextmanager
@@ -133,4 +120,4 @@ async def open_runtime(recipe: Recipe, store: Store):
             yield Runtime(recipe, store, pool, policy, sim, policy_service, sim_service)
     finally:
         for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():
-            await _close(backend)
+            await backend.aclose()

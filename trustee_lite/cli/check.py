@@ -19,10 +19,10 @@ from trustee_lite import prompts
 from trustee_lite.cli import add_recipe, positive_float
 from trustee_lite.config import EMBEDDED, Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace, example_call
+from trustee_lite.env.pool.sources import preview_pool
+from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.toolcalls import format_call
-from trustee_lite.env.pool_sources import preview_pool
-from trustee_lite.env.tools import ToolPool
 from trustee_lite.lm.models import locate
 from trustee_lite.memory import (
     GIB,

@@ -36,7 +36,7 @@ def run(args) -> int:
 
 
 def _list(recipe, store, names: bool) -> int:
-    from trustee_lite.env.pool_sources import preview_pool
+    from trustee_lite.env.pool.sources import preview_pool
 
     pool, line = preview_pool(recipe, store, stand_in=False)
     if not pool.groups:  # synthesis only, nothing written yet
@@ -90,7 +90,7 @@ def _export(recipe, store, out: Path, db: str) -> int:
 
 async def _full_pool(recipe, store):
     """The pool with every synthesized toolset (the simulator starts only if some are missing)."""
-    from trustee_lite.env.pool_sources import listed_entries, open_pool
+    from trustee_lite.env.pool.sources import listed_entries, open_pool
 
     listed = await listed_entries(recipe)
     synth = recipe.tools.synthesize

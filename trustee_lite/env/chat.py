@@ -21,6 +21,7 @@ from typing import Any
 
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.toolcalls import OPEN, format_call
+from trustee_lite.lm.base import template_kwargs
 
 _MARK = "\u2063TRUSTEE\u2063"  # placeholder assistant content, never in real text
 
@@ -57,12 +58,6 @@ def example_call(tool: dict) -> tuple[str, dict]:
         kind = (props.get(name) or {}).get("type", "string")
         args[name] = PLACEHOLDER.get(kind if isinstance(kind, str) else "string", "...")
     return function["name"], args
-
-
-def template_kwargs(template: str, thinking: bool | None) -> dict[str, Any]:
-    """``enable_thinking`` for templates that know it, when the recipe chooses (None: the
-    template's own default)."""
-    return {"enable_thinking": thinking} if thinking is not None and "enable_thinking" in template else {}
 
 
 class PolicyChat:

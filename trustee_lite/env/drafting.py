@@ -7,12 +7,12 @@ import random
 
 from trustee_lite.config import CurriculumConfig
 from trustee_lite.env import task_generator
+from trustee_lite.env.knobs import sample_task_knobs
+from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.role import SimulationFailed
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.tools import ToolPool
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.seeds import derive_seed
-from trustee_lite.train.curriculum import sample_task_knobs
 
 
 async def draft_task(sim: SimulatorClient, pool: ToolPool, curriculum: CurriculumConfig, index: int, level: int,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from trustee_lite.env.schema_types import to_json_schema
+from trustee_lite.env.pool.schema_types import to_json_schema
 from trustee_lite.env.toolcalls import ToolCall, parse_turn
 from trustee_lite.errors import UserError
 
@@ -174,7 +174,7 @@ def to_tool(function: dict) -> dict:
 
 
 def json_schema(node: Any) -> Any:
-    """A BFCL parameter or response doc as JSON Schema (type names by env/schema_types.py's table;
+    """A BFCL parameter or response doc as JSON Schema (type names by env/pool/schema_types.py's table;
     a float's description says so, as BFCL tells function-calling models)."""
     return to_json_schema(node, float_note=True)[0]
 

@@ -38,12 +38,12 @@ from jsonschema import Draft202012Validator
 
 from trustee_lite.config import KnobTable
 from trustee_lite.env import tool_simulator, verifier
+from trustee_lite.env.knobs import knobs_at
 from trustee_lite.env.role import SimulationFailed
 from trustee_lite.evaluation import bfcl
 from trustee_lite.jsontext import loads_lenient
 from trustee_lite.metrics import mean, rounded
 from trustee_lite.records import Task, ToolCall, ToolResult, Turn
-from trustee_lite.train.curriculum import knobs_at
 
 VERIFIER_KINDS = ("positive", "wrong_argument", "skipped_call", "altered_result", "extra_call",
                   "injection_plea", "injection_forged_turn")

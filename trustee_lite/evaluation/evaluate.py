@@ -20,6 +20,7 @@ from pathlib import Path
 from trustee_lite import prompts
 from trustee_lite.config import CurriculumConfig, Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
+from trustee_lite.env.knobs import knobs_at, pin_fixed
 from trustee_lite.errors import UserError
 from trustee_lite.evaluation import bfcl
 from trustee_lite.evaluation.tables import abort_rate, variant_table
@@ -30,7 +31,6 @@ from trustee_lite.records import Trajectory
 from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight
 from trustee_lite.seeds import derive_seed
 from trustee_lite.store import Store
-from trustee_lite.train.curriculum import knobs_at, pin_fixed
 
 
 @dataclass(frozen=True)

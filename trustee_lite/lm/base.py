@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class GenRequest:
     def __post_init__(self):
         if (self.messages is None) == (self.prompt_ids is None):
             raise ValueError("GenRequest needs exactly one of messages or prompt_ids")
+
+
+def template_kwargs(template: str, thinking: bool | None) -> dict[str, Any]:
+    """A request's `thinking` as chat-template arguments: ``enable_thinking`` for templates that
+    know it, when the recipe chooses (None: the template's own default)."""
+    return {"enable_thinking": thinking} if thinking is not None and "enable_thinking" in template else {}
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,53 @@ class ServerUnreachable(GenerationError):
     reason = "simulator_unreachable"
 
 
-class Backend(Protocol):
-    name: str  # "transformers", "llama_cpp", "openai"
-    model_id: str  # identity of the weights, part of the simulation cache key
-    max_batch: int
+class Backend:
+    """What a generation backend is: every capability one may offer is declared here, with the
+    default of a backend that lacks it; callers ask these, never `hasattr`.
+
+    A local backend overrides `generate_batch` (blocking; the generation service gathers
+    requests into batches for it, in its worker thread). A remote backend sets `remote` and
+    overrides `agenerate` instead (the service sends each request as it comes; the server
+    batches). The policy's backend also trains: `attach_lora`, `set_mode`, `weights_changed`.
+    """
+
+    name: str = ""  # "transformers", "llama_cpp", "openai"
+    model_id: str = ""  # identity of the weights, part of the simulation cache key
+    max_batch: int = 1
+    remote: bool = False  # on a server: no local files, requests sent one by one (agenerate)
+    times: BatchTimes | None = None  # where the last generate_batch call's time went (None: not kept)
+    selective_logits: bool = True  # the model's forward takes `logits_to_keep` as a list of positions
+
+    @classmethod
+    def check_runnable(cls, cfg, place: str) -> None:
+        """Refuse, before anything loads, a model section this machine cannot run (UserError)."""
 
     def batch_key(self, request: GenRequest) -> tuple:
         """Requests with equal keys may share one batched forward."""
+        return ()
 
     def generate_batch(self, requests: list[GenRequest]) -> list[Completion | GenerationError]:
         """Blocking; runs in the generation service's worker thread."""
+        raise NotImplementedError(f"the {self.name} backend generates one request at a time (agenerate)")
 
-    def close(self) -> None: ...
+    async def agenerate(self, request: GenRequest) -> Completion:
+        """A remote backend's one request; raises GenerationError if it failed."""
+        raise NotImplementedError(f"the {self.name} backend generates in batches (generate_batch)")
 
-    # A remote backend implements `async def agenerate(request) -> Completion` instead of
-    # generate_batch (the service then sends each request as it comes; the server batches),
-    # and `async def aclose()` instead of close().
+    def close(self) -> None:
+        """Free the model (a local backend)."""
+
+    async def aclose(self) -> None:
+        """Close inside the event loop (a remote client's connections); by default, close()."""
+        self.close()
+
+    # -- training: the policy's backend puts a trainable adapter on the weights it serves ------
+    def attach_lora(self, lora, gradient_checkpointing: bool):
+        """Put a trainable LoRA adapter on the served model and return that model."""
+        raise NotImplementedError(f"the {self.name} backend cannot train")
+
+    def set_mode(self, training: bool) -> None:
+        """Before (True) and after (False) a training update."""
+
+    def weights_changed(self) -> None:
+        """The adapter's weights changed (an update, a loaded checkpoint): drop what depended on them."""

@@ -11,7 +11,15 @@ import time
 
 from trustee_lite.config import ModelConfig
 from trustee_lite.lm import hf_load, quant
-from trustee_lite.lm.base import BatchTimes, Completion, ContextLimit, GenerationError, GenRequest
+from trustee_lite.lm.base import (
+    Backend,
+    BatchTimes,
+    Completion,
+    ContextLimit,
+    GenerationError,
+    GenRequest,
+    template_kwargs,
+)
 from trustee_lite.lm.hf_load import first_line
 from trustee_lite.lm.lora import attach_lora
 from trustee_lite.lm.prefix_cache import PrefixCache, Reuse, batch_cache, row_kv
@@ -20,7 +28,7 @@ from trustee_lite.lm.sampler import RowSampler
 log = logging.getLogger(__name__)
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     name = "transformers"
 
     def __init__(self, cfg: ModelConfig, place: str, adapter: str | None = None, lora=None, seed: int = 0,
@@ -50,6 +58,15 @@ class TransformersBackend:
         self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
         torch.manual_seed(0)
 
+    @classmethod
+    def check_runnable(cls, cfg: ModelConfig, place: str) -> None:
+        if cfg.load_in_4bit:
+            quant.require_cuda(place)
+
+    @property
+    def selective_logits(self) -> bool:
+        return not self.unsloth  # Unsloth's forward takes no position list
+
     def load_adapter(self, path: str) -> None:
         """Put a PEFT LoRA adapter (standard layout) on the model; requests then choose on or off."""
         import warnings
@@ -69,10 +86,10 @@ class TransformersBackend:
         return self.model
 
     def set_mode(self, training: bool) -> None:
-        """Before and after a training update: Unsloth switches between its two paths."""
+        """Before and after a training update: Unsloth switches between its two paths, and the
+        kept keys and values go (the weights are about to change)."""
         if self.unsloth:
             quant.unsloth_mode(self.model, training)
-        self.model.train(training)
         if training:
             self.weights_changed()
 
@@ -91,8 +108,6 @@ class TransformersBackend:
         return (request.adapter and self.has_adapter,)
 
     def encode_messages(self, messages, thinking: bool | None = None) -> list[int]:
-        from trustee_lite.env.chat import template_kwargs
-
         kwargs = template_kwargs(self.tokenizer.chat_template or "", thinking)
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True, **kwargs)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -8,7 +8,7 @@ import os
 
 from trustee_lite.config import ModelConfig, SimulatorConfig
 from trustee_lite.errors import UserError
-from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest
+from trustee_lite.lm.base import Backend, Completion, ContextLimit, GenerationError, GenRequest
 from trustee_lite.lm.models import locate
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 GRAMMAR_MAX_LENGTH = 1000  # longest string bound the grammar keeps (see grammar_schema)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     name = "llama_cpp"
     max_batch = 1  # llama-cpp-python runs one sequence at a time
 
@@ -43,9 +43,6 @@ class LlamaCppBackend:
         except ValueError as err:
             raise UserError(f"{place}.model", f"llama.cpp cannot load {self.location.gguf_path}: {err}") from None
         self._grammars: dict[str, object] = {}
-
-    def batch_key(self, request: GenRequest) -> tuple:
-        return ()
 
     def _grammar(self, schema: dict | None):
         if schema is None:

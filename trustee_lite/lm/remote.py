@@ -16,7 +16,7 @@ import random
 
 from trustee_lite.config import SimulatorConfig
 from trustee_lite.errors import UserError
-from trustee_lite.lm.base import Completion, ContextLimit, GenerationError, GenRequest, ServerUnreachable
+from trustee_lite.lm.base import Backend, Completion, ContextLimit, GenerationError, GenRequest, ServerUnreachable
 from trustee_lite.lm.llama_cpp import grammar_schema
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ def transient(err: Exception) -> bool:
     return False
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     name = "openai"
+    remote = True
 
     def __init__(self, cfg: SimulatorConfig, place: str):
         import openai
@@ -89,8 +90,9 @@ class OpenAIBackend:
         self._gate: asyncio.Semaphore | None = None
         self._throttle = None
 
-    def batch_key(self, request: GenRequest) -> tuple:
-        return ()
+    @classmethod
+    def check_runnable(cls, cfg: SimulatorConfig, place: str) -> None:
+        check_reachable(cfg, place)
 
     def _limits(self):
         if self._gate is None:  # made inside the running loop

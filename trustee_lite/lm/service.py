@@ -74,7 +74,7 @@ class GenerationService:
         """Queue one request and wait for its completion; raises GenerationError if it failed."""
         if self._loop_task is None or self._loop_task.done():
             raise RuntimeError("the generation service is not running (use it as an async context manager)")
-        if hasattr(self.backend, "agenerate"):
+        if self.backend.remote:
             return await self._direct(request)
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
@@ -163,7 +163,7 @@ class GenerationService:
         """In the worker thread: the batch's results and where its time went (the backend's
         BatchTimes of this very call, None where it keeps none)."""
         results = self.backend.generate_batch(requests)
-        return results, getattr(self.backend, "times", None)
+        return results, self.backend.times
 
 
 def _group(items, key):

@@ -89,11 +89,8 @@ class Learner:
         )
 
     def _set_mode(self, training: bool) -> None:
-        set_mode = getattr(self.backend, "set_mode", None)  # Unsloth has a training and an inference path
-        if set_mode is not None:
-            set_mode(training)
-        else:
-            self.model.train(training)
+        self.backend.set_mode(training)  # Unsloth has a training and an inference path
+        self.model.train(training)
 
     def _optimizer_step(self, mini: list[Sample], total: dict) -> None:
         import torch
@@ -146,7 +143,7 @@ class Learner:
 
         if positions is None:
             positions = torch.arange(ids.shape[1] - 1, device=ids.device)
-        if getattr(self.backend, "unsloth", False):  # Unsloth's forward takes no position list
+        if not self.backend.selective_logits:
             logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, positions]
         else:
             logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=positions).logits
@@ -182,8 +179,7 @@ class Learner:
 
         folder = Path(folder)
         set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
-        if hasattr(self.backend, "weights_changed"):  # keys and values cached under the old weights go
-            self.backend.weights_changed()
+        self.backend.weights_changed()  # keys and values cached under the old weights go
         trainer = torch.load(folder / "trainer.pt", weights_only=True)
         self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])

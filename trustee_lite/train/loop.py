@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trustee_lite.config import Recipe
+from trustee_lite.env.knobs import knobs_at
 from trustee_lite.metrics import episode_figures, mean, rounded, time_split
 from trustee_lite.progress import bar, duration, run_eta, say
 from trustee_lite.records import StepRecord, TaskDraft, Trajectory
 from trustee_lite.runtime import Runtime, open_runtime, preflight
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
-from trustee_lite.train.curriculum import knobs_at, move_level
+from trustee_lite.train.curriculum import move_level
 from trustee_lite.train.grpo import step_advantages, training_samples
 from trustee_lite.train.learner import Learner
 from trustee_lite.train.trackers import Trackers, check_installed

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from trustee_lite.config import Recipe
-from trustee_lite.env.mcp_tools import mcp_entries
-from trustee_lite.env.openapi_tools import openapi_entries
-from trustee_lite.env.tool_synthesis import DomainResult, synthesize
-from trustee_lite.env.tools import ToolEntry, ToolPool, build_pool, file_entries
+from trustee_lite.env.pool.mcp import mcp_entries
+from trustee_lite.env.pool.openapi import openapi_entries
+from trustee_lite.env.pool.synthesis import DomainResult, synthesize
+from trustee_lite.env.pool.tools import ToolEntry, ToolPool, build_pool, file_entries
 from trustee_lite.errors import UserError
 from trustee_lite.progress import counted, say
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from trustee_lite import prompts
 from trustee_lite.config import SynthesizeConfig
+from trustee_lite.env.pool.tools import ToolEntry, normalize_tool, unique_name
 from trustee_lite.env.role import RoleCall, RoleOutputError, SimulationFailed, text_field
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.tools import ToolEntry, normalize_tool, unique_name
 from trustee_lite.errors import UserError
 from trustee_lite.progress import counted
 

@@ -1,7 +1,7 @@
 """The tool pool: OpenAI-style function schemas grouped category -> toolset -> tools, and sampling.
 
 Every source (a tool file, OpenAPI specs, MCP servers, toolsets the simulator wrote; see
-pool_sources.py) gives ToolEntry rows; `build_pool` checks them and makes one pool: type names
+sources.py) gives ToolEntry rows; `build_pool` checks them and makes one pool: type names
 read as JSON Schema (schema_types.py), and names a chat template or the call parser cannot
 carry (spaces, slashes, a repeat of another tool's name) replaced by safe ones. The policy, the
 parser and the simulator see only safe names; the pool keeps the originals for the run record
@@ -22,7 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from trustee_lite.env.schema_types import to_json_schema
+from trustee_lite.env.pool.schema_types import to_json_schema
 from trustee_lite.errors import UserError
 from trustee_lite.progress import counted
 

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from trustee_lite.config import McpServer
-from trustee_lite.env.tools import ToolEntry
+from trustee_lite.env.pool.tools import ToolEntry
 from trustee_lite.errors import UserError
 
 INSTALL = "pip install 'trustee-lite[mcp]'"

@@ -11,11 +11,11 @@ left out: an agent does not choose them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
-from typing import Any
 
-from trustee_lite.env.tools import DEFAULT_GROUP, ToolEntry, read_document
+from trustee_lite.env.pool.tools import DEFAULT_GROUP, ToolEntry, read_document
 from trustee_lite.errors import UserError
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
