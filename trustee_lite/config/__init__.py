@@ -1,0 +1,26 @@
+"""The recipe: typed sections (models.py: policy and simulator; run.py: tools, rollouts,
+curriculum, simulate, train, and the Recipe of them all), read and checked by loading.py, every
+error at once. The names below are the recipe's public face; each is declared once, in its
+module."""
+
+from trustee_lite.config.common import FieldProblem, Section
+from trustee_lite.config.loading import apply_override, load_recipe, parse_recipe
+from trustee_lite.config.models import BACKENDS, EMBEDDED, LoraConfig, ModelConfig, PolicyConfig, SimulatorConfig
+from trustee_lite.config.run import (
+    KNOB_NAMES,
+    CurriculumConfig,
+    KnobRule,
+    KnobTable,
+    McpServer,
+    Recipe,
+    RolloutConfig,
+    SimulateRunConfig,
+    SynthesizeConfig,
+    ToolsConfig,
+    TrainConfig,
+)
+
+__all__ = ["BACKENDS", "EMBEDDED", "KNOB_NAMES", "CurriculumConfig", "FieldProblem", "KnobRule", "KnobTable",
+           "LoraConfig", "McpServer", "ModelConfig", "PolicyConfig", "Recipe", "RolloutConfig", "Section",
+           "SimulateRunConfig", "SimulatorConfig", "SynthesizeConfig", "ToolsConfig", "TrainConfig", "apply_override",
+           "load_recipe", "parse_recipe"]
