@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from trustee_lite.cli.simulate import simulate  # noqa: E402
 from trustee_lite.config import parse_recipe  # noqa: E402
+from trustee_lite.simulate import simulate  # noqa: E402
 from trustee_lite.store import Store  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from trustee_lite.env.pool.tools import load_pool
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.lm import GenerationService
 from trustee_lite.lm.prefix_cache import PrefixCache
-from trustee_lite.runtime import Runtime
+from trustee_lite.runtime import Runtime, recorded_run
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import open_run
 from trustee_lite.train.loop import run_training
@@ -78,7 +78,8 @@ def test_mean_reward_rises(smol_backend, tmp_path):
                               Policy(policy_service, PolicyChat(backend.tokenizer), 1.0, 1.0),
                               SimulatorClient(sim_service, store, recipe.simulator), policy_service, sim_service)
                 state = open_run(store, recipe, tmp_path / "out", recipe.seed, fresh=False)
-                summary = await run_training(env, store, state, tmp_path / "out", recipe.seed, STEPS, time.perf_counter())
+                with recorded_run(store, "train", recipe, recipe.seed, run_id=state.run_id) as run:
+                    summary = await run_training(env, run, state, tmp_path / "out", recipe.seed, STEPS, time.perf_counter())
                 rewards = [r[0] for r in store.db.execute("SELECT mean_reward FROM steps ORDER BY step")]
                 _stored_advantages_are_the_groups(store)
                 return summary, rewards

@@ -32,7 +32,7 @@ from trustee_lite.lm.prefix_cache import PrefixCache
 from trustee_lite.progress import duration, run_eta
 from trustee_lite.records import KnobValues, TaskDraft, ToolCall, Trajectory, Turn
 from trustee_lite.report.data import differences, sample_steps
-from trustee_lite.runtime import Runtime
+from trustee_lite.runtime import Runtime, recorded_run
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import open_run
 from trustee_lite.train.loop import run_training
@@ -93,7 +93,8 @@ def record(smol_backend, tmp_path_factory):
                               Policy(policy_service, PolicyChat(backend.tokenizer), 1.0, 1.0),
                               SimulatorClient(sim_service, store, recipe.simulator), policy_service, sim_service)
                 state = open_run(store, recipe, out, recipe.seed, fresh=False)
-                return await run_training(env, store, state, out, recipe.seed, STEPS, time.perf_counter())
+                with recorded_run(store, "train", recipe, recipe.seed, run_id=state.run_id) as run:
+                    return await run_training(env, run, state, out, recipe.seed, STEPS, time.perf_counter())
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):

@@ -13,7 +13,7 @@ from test_store import trajectory
 from trustee_lite.config import parse_recipe
 from trustee_lite.errors import UserError
 from trustee_lite.metrics import time_split
-from trustee_lite.records import StepRecord
+from trustee_lite.records import StepRecord, StepTimes, UpdateStats
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import checkpoint_dir, open_run, prune_checkpoints, recipe_hash
 from trustee_lite.train.curriculum import SuccessEstimator
@@ -40,12 +40,14 @@ def commit_step(store, run_id, out, step, level, rewards):
 
 def step_row(step, level, folder):
     zero = dict.fromkeys(("tasks", "episodes", "aborted", "policy_tokens", "simulator_tokens", "cache_hits",
-                          "cache_misses", "samples"), 0)
-    seconds = dict.fromkeys(("wall_s", "policy_gen_s", "simulation_s", "training_s", "other_s"), 1.0)
+                          "cache_misses"), 0)
     unknown = dict.fromkeys(("mean_reward", "std_reward", "success_batch", "success_rolling", "mean_tool_reward",
-                             "mean_user_reward", "loss", "pg_loss", "kl", "grad_norm", "clip_fraction"))
-    return StepRecord(step=step, level=level, next_level=level + 3, knobs="{}", abort_reasons="{}", learning_rate=0.0,
-                      checkpoint=str(folder), **zero, **seconds, **unknown)
+                             "mean_user_reward"))
+    update = UpdateStats(loss=None, pg_loss=None, kl=None, grad_norm=None, learning_rate=0.0, clip_fraction=None,
+                         policy_tokens=0, samples=0, optimizer_steps=0, seconds=0.0)
+    times = StepTimes(wall_s=1.0, policy_gen_s=1.0, simulation_s=1.0, training_s=1.0, other_s=1.0)
+    return StepRecord(step=step, level=level, next_level=level + 3, knobs="{}", abort_reasons="{}", update=update,
+                      times=times, checkpoint=str(folder), **zero, **unknown)
 
 
 def test_fresh_run_starts_at_step_one(tmp_path):

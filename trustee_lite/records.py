@@ -1,5 +1,6 @@
 """The data that crosses module boundaries, in the order the method makes it: knob values,
-task drafts and tasks, tool calls, turns, trajectories, and the record of a training step."""
+task drafts and tasks, tool calls, turns, trajectories, and the record of a training step (with
+its update's statistics and its times)."""
 
 from __future__ import annotations
 
@@ -133,8 +134,43 @@ def has_tool_call(turns) -> bool:
 
 
 @dataclass(frozen=True)
+class UpdateStats:
+    """What one GRPO update did (the learner's answer to one training step's samples)."""
+
+    loss: float | None
+    pg_loss: float | None
+    kl: float | None
+    grad_norm: float | None
+    learning_rate: float
+    clip_fraction: float | None
+    policy_tokens: int
+    samples: int
+    optimizer_steps: int
+    seconds: float
+
+    COLUMNS = ("samples", "loss", "pg_loss", "kl", "grad_norm", "learning_rate", "clip_fraction")  # in `steps`
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds of a training step by kind (metrics.time_split): the policy's generation (its prompt
+    forwards and its decoding), simulation, training (the update and its checkpoint), and the
+    waiting that none of them covers."""
+
+    wall_s: float
+    policy_gen_s: float
+    simulation_s: float
+    training_s: float
+    other_s: float
+    policy_prefill_s: float = 0.0
+    policy_decode_s: float = 0.0
+    update_s: float = 0.0
+    checkpoint_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class StepRecord:
-    """One committed training step: a row of the `steps` table (same names, same order)."""
+    """One committed training step: a row of the `steps` table (row() gives its columns)."""
 
     step: int
     level: int
@@ -154,25 +190,21 @@ class StepRecord:
     simulator_tokens: int
     cache_hits: int
     cache_misses: int
-    samples: int
-    loss: float | None
-    pg_loss: float | None
-    kl: float | None
-    grad_norm: float | None
-    learning_rate: float
-    clip_fraction: float | None
-    wall_s: float
-    policy_gen_s: float
-    simulation_s: float
-    training_s: float
-    other_s: float  # waiting: what generation, simulation, update and checkpoint do not cover
+    update: UpdateStats
+    times: StepTimes
     checkpoint: str
-    policy_prefill_s: float = 0.0  # of policy_gen_s: the prompts' forwards
-    policy_decode_s: float = 0.0  # ... and the tokens generated after
-    update_s: float = 0.0  # of training_s: the GRPO update
-    checkpoint_s: float = 0.0  # ... and writing its checkpoint
     prefill_tokens: int = 0  # policy prompt tokens the model encoded
     reused_tokens: int = 0  # ... and those whose keys and values came from the episode's earlier turns
 
     def row(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The step's columns: its own fields, the update's columns and every time, flat."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, UpdateStats):
+                out.update({name: getattr(value, name) for name in UpdateStats.COLUMNS})
+            elif isinstance(value, StepTimes):
+                out.update({t.name: getattr(value, t.name) for t in fields(value)})
+            else:
+                out[f.name] = value
+        return out

@@ -1,26 +1,67 @@
 """Assembly of a run: the tool pool, the models behind their generation services, the policy's
 chat, the simulator client and the store, alive for the length of a command.
 
-It also holds the one path every command takes for a task slot: record the draft (a task or
-why there is none), play its rollouts, record each trajectory as it finishes.
+It also holds the one run path every command takes: `recorded_run` opens a run's row and
+closes it as done, interrupted or failed (with the reason) however the command ends, and
+`Runtime.play_tasks` drafts and plays task slots behind a limit, one bar for their episodes,
+recording each draft and each trajectory as it finishes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from trustee_lite.config import Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError
 from trustee_lite.env.drafting import aborted_without_task, draft_slot, draft_task
 from trustee_lite.env.episode import EpisodeLimits, Policy, play_group
 from trustee_lite.env.pool.sources import listed_entries, open_pool
-from trustee_lite.env.pool.tools import ToolPool
+from trustee_lite.env.pool.tools import ToolPool, check_tool_file_name, write_document
 from trustee_lite.env.simulator import SimulatorClient
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService, backend_class, build_backend
+from trustee_lite.progress import bar
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.store import Store
+
+
+@dataclass
+class Run:
+    """A recorded run while a command works in it: its id, and what its row says at the end."""
+
+    id: int
+    status: str = "done"  # how a block that ends normally closes (train: "interrupted" after Ctrl-C)
+    summarize: Callable[[], dict] = field(default=dict)  # makes the summary stored when it closes, however
+    summary: dict = field(default_factory=dict)  # what was stored, once closed
+
+
+@contextlib.contextmanager
+def recorded_run(store: Store, kind: str, recipe: Recipe, seed: int, run_id: int | None = None,
+                 **record) -> Iterator[Run]:
+    """Open a run of `kind` (or carry on run `run_id`, one being resumed), yield it, and close it
+    with `run.summarize()`: as `run.status` when the block ends normally, "interrupted" on Ctrl-C
+    or cancellation, "failed" on any other error (its first line stored as the summary's
+    `failure`). `record`: out_dir and recipe_hash, for a training run."""
+    if run_id is None:
+        run_id = store.start_run(kind, recipe.name, seed, recipe.model_dump(mode="json"), **record)
+    run = Run(run_id)
+    failure = None
+    try:
+        yield run
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.status = "interrupted"
+        raise
+    except BaseException as err:
+        run.status, failure = "failed", (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise
+    finally:
+        run.summary = {**run.summarize(), **({"failure": failure} if failure else {})}
+        store.finish_run(run.id, run.status, run.summary)
 
 
 @dataclass
@@ -44,16 +85,46 @@ class Runtime:
         return await draft_slot(self.sim, self.pool, self.recipe.curriculum, index, level, seed,
                                 self.recipe.train.task_attempts)
 
-    async def play(self, draft: TaskDraft, rollouts: int, seed: int, run_id: int, step: int | None = None,
-                   on_done=None) -> list[Trajectory]:
+    async def play_tasks(self, run_id: int, episodes: int, rollouts: int, draft: Callable[[int], Awaitable[TaskDraft]],
+                         seed: int, desc: str, limit: int | None = None, step: int | None = None,
+                         on_done: Callable[[Trajectory], None] | None = None,
+                         postfix: Callable[[int, int], str] | None = None) -> list[list[Trajectory]]:
+        """Play `episodes` episodes, `rollouts` per task slot (the last slot takes what is left):
+        each slot is drafted by `draft(index)` once fewer than `limit` slots are in flight (None:
+        all at once), then played; every draft and trajectory is recorded as it comes. One bar
+        counts the episodes, `postfix(done, total)` beside it; `on_done(traj)` after each.
+        Returns each slot's trajectories, in slot and rollout order."""
+        progress = bar(episodes, desc)
+        gate = asyncio.Semaphore(limit or max(1, episodes))
+        if postfix is not None and (text := postfix(0, episodes)):
+            progress.set_postfix_str(text)
+
+        def done(traj: Trajectory) -> None:
+            if postfix is not None:
+                progress.set_postfix_str(postfix(progress.n + 1, progress.total), refresh=False)
+            progress.update(1)
+            if on_done is not None:
+                on_done(traj)
+
+        async def slot(index: int) -> list[Trajectory]:
+            async with gate:
+                return await self._play(await draft(index), min(rollouts, episodes - index * rollouts), seed, run_id,
+                                        step, done)
+
+        try:
+            return list(await asyncio.gather(*(slot(i) for i in range(math.ceil(episodes / rollouts)))))
+        finally:
+            progress.close()
+
+    async def _play(self, draft: TaskDraft, rollouts: int, seed: int, run_id: int, step: int | None,
+                    on_done) -> list[Trajectory]:
         """Record the draft, play its rollouts (or record them aborted when it has no task), and
         record each trajectory as it finishes; `on_done(traj)` after each. In rollout order."""
         task_id = self.store.add_draft(run_id, draft, step)
 
         def record(traj: Trajectory) -> None:
             self.store.add_trajectory(run_id, task_id, traj, step)
-            if on_done is not None:
-                on_done(traj)
+            on_done(traj)
 
         if draft.task is None:
             trajectories = [aborted_without_task(draft, r) for r in range(rollouts)]
@@ -62,6 +133,22 @@ class Runtime:
             return trajectories
         limits = EpisodeLimits.of(draft.task.knobs, self.recipe)
         return await play_group(draft.task, rollouts, self.policy, self.sim, limits, seed, record)
+
+
+async def export_pool(recipe: Recipe, store: Store, out: Path) -> dict:
+    """`tools export`: the recipe's pool, every synthesized toolset included (the simulator starts
+    only if some are missing), written as one tool file; its counts."""
+    check_tool_file_name(out)
+    listed = await listed_entries(recipe)
+    synth = recipe.tools.synthesize
+    if synth is not None and any(len(store.toolsets(d)) < synth.toolsets_per_domain for d in synth.domains):
+        async with open_simulator(recipe, store) as sim:
+            pool, _ = await open_pool(recipe, store, sim, listed)
+    else:
+        pool, _ = await open_pool(recipe, store, None, listed)
+    write_document(pool.as_file(), out)
+    return {"out": str(out), "categories": len(pool.groups), "toolsets": sum(len(s) for s in pool.groups.values()),
+            "tools": len(pool.tools)}
 
 
 def preflight(recipe: Recipe, simulator: bool = True, policy: bool = True) -> None:

@@ -106,6 +106,14 @@ class Store:
         except (OSError, sqlite3.DatabaseError) as err:
             raise UserError(f"database {self.path}", f"cannot open: {err}") from None
 
+    @classmethod
+    def existing(cls, path: str | Path, first: str) -> Store:
+        """A database a command only reads: refused in one line when there is none (`first`: the
+        commands that make one)."""
+        if not Path(path).is_file():
+            raise UserError(str(path), f"no such database (run {first} first)")
+        return cls(path)
+
     def _add_new_columns(self) -> None:
         """A database written by an older version keeps its data and gains the newer columns."""
         for table, columns in ADDED_COLUMNS.items():
@@ -182,6 +190,14 @@ class Store:
                 "UPDATE trajectories SET advantage = ? WHERE run_id = ? AND task_index = ? AND rollout_index = ?",
                 [(adv, run_id, task, rollout) for (task, rollout), adv in (advantages or {}).items()])
             self.db["steps"].insert({"run_id": run_id, **record.row(), "created": time.time()})
+
+    def step_seconds(self, run_id: int) -> list[float]:
+        """The wall times of a run's committed steps, in step order."""
+        return [row[0] for row in self.db.execute("SELECT wall_s FROM steps WHERE run_id = ? ORDER BY step", [run_id])]
+
+    def run_ids(self) -> list[int]:
+        """Every recorded run, oldest first."""
+        return [row[0] for row in self.db.execute("SELECT id FROM runs ORDER BY id")]
 
     def run_totals(self, run_id: int) -> dict[str, Any]:
         """Episode counts and mean reward over the committed steps of a run."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from trustee_lite.cli import add_db, add_recipe, positive, print_json
 
@@ -30,7 +29,6 @@ def run(args) -> int:
     from trustee_lite.errors import UserError
     from trustee_lite.evaluation import bfcl
     from trustee_lite.evaluation.evaluate import Plan, check_adapter, evaluate
-    from trustee_lite.evaluation.tables import compare_table
     from trustee_lite.store import Store
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -47,7 +45,5 @@ def run(args) -> int:
     plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum)
     with Store(args.db) as store:
         result = asyncio.run(evaluate(recipe, store, adapters, plan, seed))
-        if len(adapters) > 1:
-            print(compare_table(store.eval_results([v["run_id"] for v in result["variants"]])), file=sys.stderr)
     print_json(result, args.db)
     return 0

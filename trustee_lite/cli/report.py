@@ -3,8 +3,6 @@ the run record; it opens offline in any browser."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from trustee_lite.cli import add_db
 
 HELP = "an HTML report of runs: per-step plots, evaluation scores and a trajectory browser"
@@ -21,30 +19,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import orjson
 
-    from trustee_lite.errors import UserError
-    from trustee_lite.report.page import build
-    from trustee_lite.store import Store
+    from trustee_lite.report.page import write_report
 
-    if not Path(args.db).is_file():
-        raise UserError(args.db, "no such database (run train, simulate or eval first)")
-    if args.trajectories < 0:
-        raise UserError("--trajectories", f"must be >= 0, got {args.trajectories}")
-    out = Path(args.out) if args.out else Path(args.db).with_name("report.html")
-    with Store(args.db) as store:
-        known = {row[0] for row in store.db.execute("SELECT id FROM runs")}
-        if not known:
-            raise UserError(args.db, "no runs recorded yet")
-        missing = sorted(set(args.run or ()) - known)
-        if missing:
-            raise UserError("--run", f"no run {', '.join(map(str, missing))} in {args.db} (runs: "
-                            f"{', '.join(map(str, sorted(known)))})")
-        page = build(store, args.run, args.trajectories, Path(args.figures) if args.figures else None)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as err:
-        raise UserError(str(out), f"cannot write the report: {err.strerror or err}") from None
-    print(orjson.dumps({"report": str(out), "bytes": len(page.encode()), "db": args.db}).decode())
+    written = write_report(args.db, args.run, Path(args.out) if args.out else None, args.trajectories,
+                           Path(args.figures) if args.figures else None)
+    print(orjson.dumps(written).decode())
     return 0

@@ -7,6 +7,8 @@ from trustee_lite.config.common import FieldProblem, Section
 from trustee_lite.config.loading import apply_override, load_recipe, parse_recipe
 from trustee_lite.config.models import BACKENDS, EMBEDDED, LoraConfig, ModelConfig, PolicyConfig, SimulatorConfig
 from trustee_lite.config.run import (
+    ADVANTAGE_MODES,
+    ESTIMATORS,
     KNOB_NAMES,
     CurriculumConfig,
     KnobRule,
@@ -20,7 +22,7 @@ from trustee_lite.config.run import (
     TrainConfig,
 )
 
-__all__ = ["BACKENDS", "EMBEDDED", "KNOB_NAMES", "CurriculumConfig", "FieldProblem", "KnobRule", "KnobTable",
-           "LoraConfig", "McpServer", "ModelConfig", "PolicyConfig", "Recipe", "RolloutConfig", "Section",
-           "SimulateRunConfig", "SimulatorConfig", "SynthesizeConfig", "ToolsConfig", "TrainConfig", "apply_override",
-           "load_recipe", "parse_recipe"]
+__all__ = ["ADVANTAGE_MODES", "BACKENDS", "EMBEDDED", "ESTIMATORS", "KNOB_NAMES", "CurriculumConfig", "FieldProblem",
+           "KnobRule", "KnobTable", "LoraConfig", "McpServer", "ModelConfig", "PolicyConfig", "Recipe", "RolloutConfig",
+           "Section", "SimulateRunConfig", "SimulatorConfig", "SynthesizeConfig", "ToolsConfig", "TrainConfig",
+           "apply_override", "load_recipe", "parse_recipe"]

@@ -23,6 +23,10 @@ from trustee_lite.records import KnobValues
 
 KNOB_NAMES = tuple(KnobValues.__dataclass_fields__)  # the one list of knob names
 KnobName = Literal[KNOB_NAMES]
+# How the curriculum estimates success: a rolling window, an EMA, or the last batch (the paper's).
+ESTIMATORS = ("window", "ema", "batch")
+# How a trajectory's advantage reaches its tokens (train/grpo.py, docs/method.md).
+ADVANTAGE_MODES = ("uniform", "linear", "relu", "sign", "sign-linear")
 
 
 class McpServer(Section):
@@ -139,7 +143,7 @@ class CurriculumConfig(Section):
     step: Annotated[int, Field(ge=0, le=99)] = 3  # level change after each training step
     up_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5  # success signal >= this: level up
     down_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.0  # success signal <= this: level down
-    estimator: Literal["window", "ema", "batch"] = "window"  # "batch" is the paper's per-batch rule
+    estimator: Literal[ESTIMATORS] = "window"  # "batch" is the paper's per-batch rule
     window: PositiveInt = 128  # trajectories in the rolling window
     ema_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05  # weight of each new trajectory in the EMA
     aborted: Literal["exclude", "failure"] = "exclude"  # how aborted trajectories count for success
@@ -172,7 +176,7 @@ class TrainConfig(Section):
     kl_coef: NonNegFloat = 0.001  # KL to the base model (adapter off), low-variance estimator
     # How a trajectory's advantage A reaches its tokens: "uniform" (A on every policy token, the
     # paper's), or scaled per assistant turn by the turn's reward r (docs/method.md, GRPO).
-    advantage_mode: Literal["uniform", "linear", "relu", "sign", "sign-linear"] = "uniform"
+    advantage_mode: Literal[ADVANTAGE_MODES] = "uniform"
     epochs: PositiveInt = 1  # optimisation passes over each step's trajectories
     mini_batches: PositiveInt = 1  # optimizer steps per epoch
     micro_batch_size: PositiveInt = 4  # sequences per forward/backward (memory is bounded by this)

@@ -9,7 +9,7 @@ import random
 from dataclasses import replace
 from fractions import Fraction
 
-from trustee_lite.config import CurriculumConfig, KnobRule, KnobTable
+from trustee_lite.config import KNOB_NAMES, CurriculumConfig, KnobRule, KnobTable
 from trustee_lite.records import KnobValues
 
 MIN_LEVEL, MAX_LEVEL = 1, 100
@@ -27,7 +27,7 @@ def knob_value(knob: KnobRule, level: int) -> int:
 def knobs_at(level: int, table: KnobTable) -> KnobValues:
     """Every knob's value at a level."""
     level = max(MIN_LEVEL, min(MAX_LEVEL, level))
-    return KnobValues(**{name: knob_value(getattr(table, name), level) for name in KnobValues.__dataclass_fields__})
+    return KnobValues(**{name: knob_value(getattr(table, name), level) for name in KNOB_NAMES})
 
 
 def pin_fixed(knobs: KnobValues, fixed: list[str] | tuple[str, ...], table: KnobTable) -> KnobValues:

@@ -48,6 +48,12 @@ def cache_key(backend: str, model: str, role: str, messages: Any, schema: Any, s
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def decoding_schema(schema: dict, cfg: SimulatorConfig, max_new_tokens: int) -> dict:
+    """The schema enforced while decoding: its text bounds fitted to the token budget, so an
+    answer closes before it is cut (after thinking the budget left is unknown: as written)."""
+    return schema if cfg.thinking else fit_to_budget(schema, max_new_tokens)
+
+
 @dataclass
 class SimulatorStats:
     calls: int = 0  # model answers used (cache hits + misses)
@@ -120,9 +126,7 @@ class SimulatorClient:
             self.stats.cache_hits += 1
             return cached
         self.stats.cache_misses += 1
-        # The schema enforced while decoding has its text bounds fitted to the token budget, so
-        # an answer closes before it is cut (after thinking the budget left is unknown).
-        schema = call.schema if self.cfg.thinking else fit_to_budget(call.schema, sampling.max_new_tokens)
+        schema = decoding_schema(call.schema, self.cfg, sampling.max_new_tokens)
         request = GenRequest(messages=call.messages, json_schema=schema if constrained else None,
                              sampling=sampling, adapter=False, thinking=self.cfg.thinking)
         try:

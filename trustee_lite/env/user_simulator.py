@@ -11,6 +11,11 @@ from trustee_lite.env.role import REWARD, RoleCall, single_prompt, text_field, t
 from trustee_lite.records import Task, Turn
 
 ROLE = "user_simulator"
+SCHEMA = {
+    "type": "object",
+    "properties": {"response": text_field(600), "reward": REWARD},
+    "required": ["response", "reward"],
+}
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,6 @@ class UserReply:
 def request(task: Task, turns: tuple[Turn, ...], max_chars: int) -> RoleCall[UserReply]:
     """``turns`` ends with the assistant message the user answers."""
     *history, latest = turns
-    schema = {
-        "type": "object",
-        "properties": {"response": text_field(600), "reward": REWARD},
-        "required": ["response", "reward"],
-    }
     text = prompts.render(
         "user_simulator", persona=task.user_persona, intent=task.user_intent, first_query=task.first_user_query,
         tools=tools_json(task.tools), history=transcript.render(task.first_user_query, history, max_chars),
@@ -36,4 +36,4 @@ def request(task: Task, turns: tuple[Turn, ...], max_chars: int) -> RoleCall[Use
     def interpret(obj: dict[str, Any]) -> UserReply:
         return UserReply(response=obj["response"].strip(), reward=obj["reward"])
 
-    return single_prompt(ROLE, text, schema, interpret)
+    return single_prompt(ROLE, text, SCHEMA, interpret)

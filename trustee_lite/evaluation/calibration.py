@@ -43,7 +43,9 @@ from trustee_lite.env.role import SimulationFailed
 from trustee_lite.evaluation import bfcl
 from trustee_lite.jsontext import loads_lenient
 from trustee_lite.metrics import mean, rounded
+from trustee_lite.progress import bar
 from trustee_lite.records import Task, ToolCall, ToolResult, Turn
+from trustee_lite.runtime import open_simulator, recorded_run
 
 VERIFIER_KINDS = ("positive", "wrong_argument", "skipped_call", "altered_result", "extra_call",
                   "injection_plea", "injection_forged_turn")
@@ -319,8 +321,6 @@ def simulator_label(recipe) -> str:
 
 async def calibrate(recipe, store, limit: int) -> dict:
     """Build the gold cases of `limit` questions and ask the recipe's simulator each one."""
-    from trustee_lite.runtime import open_simulator
-
     cases = gold_cases(limit)
     async with open_simulator(recipe, store) as sim:
         return await calibrate_with(sim, simulator_label(recipe), cases, store, recipe)
@@ -329,31 +329,26 @@ async def calibrate(recipe, store, limit: int) -> dict:
 async def calibrate_with(sim, label: str, cases: list[Case], store, recipe) -> dict:
     """Ask `sim` every case; store each answer as it comes (eval_items) and each kind's figures
     (eval_results, benchmark "calibration"); return the summary and the kinds' figures."""
-    from trustee_lite.progress import bar
+    with recorded_run(store, "calibrate", recipe, recipe.seed) as run:
+        progress = bar(len(cases), "calibrate", unit="case")
 
-    run_id = store.start_run("calibrate", recipe.name, recipe.seed, recipe.model_dump(mode="json"))
-    progress = bar(len(cases), "calibrate", unit="case")
+        def record(result: CaseResult) -> None:
+            outcome = bfcl.Outcome(result.correct, None if result.correct else "wrong_verdict", None, result.answer[:2000])
+            output = json.dumps({"reward": result.reward, "gold": gold(result.case.kind), "result_fits": result.result_fits})
+            store.add_eval_item(run.id, result.case.kind, result.case.id, outcome, output)
+            progress.update(1)
 
-    def record(result: CaseResult) -> None:
-        outcome = bfcl.Outcome(result.correct, None if result.correct else "wrong_verdict", None, result.answer[:2000])
-        output = json.dumps({"reward": result.reward, "gold": gold(result.case.kind), "result_fits": result.result_fits})
-        store.add_eval_item(run_id, result.case.kind, result.case.id, outcome, output)
-        progress.update(1)
-
-    try:
-        results = await run_cases(cases, sim, recipe.simulator.max_history_chars, record)
-    except BaseException:
-        store.finish_run(run_id, "interrupted", {})
-        raise
-    finally:
-        progress.close()
-    kinds = summarize(results)
-    for kind in kinds:
-        store.add_eval_result(run_id, {"adapter": None, "adapter_step": None, "benchmark": "calibration",
-                                       **kind, "figures": {**kind["figures"], "simulator": label}, "errors": {}})
-    summary = {"cases": len(results), "accuracy": rounded(mean(r.correct for r in results)),
-               "verifier_accuracy": rounded(mean(r.correct for r in results if r.case.role == verifier.ROLE)),
-               "tool_simulator_accuracy": rounded(mean(r.correct for r in results if r.case.role == tool_simulator.ROLE)),
-               **sim.stats.figures()}
-    store.finish_run(run_id, "done", summary)
-    return {"run_id": run_id, "simulator": label, **summary, "kinds": kinds}
+        try:
+            results = await run_cases(cases, sim, recipe.simulator.max_history_chars, record)
+        finally:
+            progress.close()
+        kinds = summarize(results)
+        for kind in kinds:
+            store.add_eval_result(run.id, {"adapter": None, "adapter_step": None, "benchmark": "calibration",
+                                           **kind, "figures": {**kind["figures"], "simulator": label}, "errors": {}})
+        summary = {"cases": len(results), "accuracy": rounded(mean(r.correct for r in results)),
+                   "verifier_accuracy": rounded(mean(r.correct for r in results if r.case.role == verifier.ROLE)),
+                   "tool_simulator_accuracy": rounded(mean(r.correct for r in results if r.case.role == tool_simulator.ROLE)),
+                   **sim.stats.figures()}
+        run.summarize = lambda: summary
+    return {"run_id": run.id, "simulator": label, **summary, "kinds": kinds}

@@ -23,12 +23,12 @@ from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
 from trustee_lite.env.knobs import knobs_at, pin_fixed
 from trustee_lite.errors import UserError
 from trustee_lite.evaluation import bfcl
-from trustee_lite.evaluation.tables import abort_rate, variant_table
+from trustee_lite.evaluation.tables import abort_rate, compare_table, variant_table
 from trustee_lite.lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
 from trustee_lite.metrics import abort_reasons, mean, rounded
 from trustee_lite.progress import bar, say
 from trustee_lite.records import Trajectory
-from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight
+from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight, recorded_run
 from trustee_lite.seeds import derive_seed
 from trustee_lite.store import Store
 
@@ -72,31 +72,31 @@ def label(adapter: str | None) -> str:
 
 
 async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], plan: Plan, seed: int) -> dict:
-    """Evaluate each variant in turn; return {"variants": [...]} with every score."""
+    """Evaluate each variant in turn, each one's table on stderr (and, for several, the compare
+    view after); return {"variants": [...]} with every score."""
     preflight(recipe, simulator=plan.simulated > 0)  # BFCL alone needs no simulator
     items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
     system = plan.system_prompt()
     out = []
     for adapter in adapters:
         variant = _variant_recipe(recipe, adapter)
-        run_id = store.start_run("eval", recipe.name, seed, variant.model_dump(mode="json"))
-        started, status, scores = time.perf_counter(), "interrupted", []
+        started, scores = time.perf_counter(), []
         common = {"adapter": adapter, "adapter_step": adapter_step(adapter)}
-        try:
+        with recorded_run(store, "eval", variant, seed) as run:
+            run.summarize = lambda: {"adapter": adapter, "scores": scores,
+                                     "wall_s": round(time.perf_counter() - started, 2)}
             async with _policy_side(variant, store, plan.simulated > 0) as (runtime, service, chat):
                 if runtime is not None:
-                    store.set_tool_names(run_id, runtime.pool.original_names)
+                    store.set_tool_names(run.id, runtime.pool.original_names)
                 # All categories at once, so the batching service always has a full batch to run.
-                scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run_id, plan, common)
+                scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run.id, plan, common)
                                                  for category, rows in items.items()))
                 if plan.simulated:
-                    scores.append(await _simulated(runtime, run_id, plan, seed, common))
-            status = "done"
-        finally:
-            summary = {"adapter": adapter, "scores": scores, "wall_s": round(time.perf_counter() - started, 2)}
-            store.finish_run(run_id, status, summary)
+                    scores.append(await _simulated(runtime, run.id, plan, seed, common))
         say(variant_table(label(adapter), scores))
-        out.append({"run_id": run_id, **summary})
+        out.append({"run_id": run.id, **run.summary})
+    if len(out) > 1:
+        say(compare_table(store.eval_results([v["run_id"] for v in out])))
     return {"variants": out}
 
 
@@ -187,23 +187,10 @@ async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) 
     """`plan.simulated` held-out tasks at `plan.level`, one greedy episode each. The tasks depend
     only on the seed (and are cached), so every adapter of a run meets the same ones."""
     task_seed = heldout_seed(seed)
-    progress = bar(plan.simulated, f"simulated level {plan.level}")
     trajectories: list[Trajectory] = []
-    gate = asyncio.Semaphore(2 * runtime.recipe.policy.batch_size)
-
-    def done(traj: Trajectory) -> None:
-        trajectories.append(traj)
-        progress.update(1)
-
-    async def one(index: int) -> None:
-        async with gate:
-            draft = await runtime.draft(index, plan.level, task_seed)
-            await runtime.play(draft, 1, task_seed, run_id, on_done=done)
-
-    try:
-        await asyncio.gather(*(one(i) for i in range(plan.simulated)))
-    finally:
-        progress.close()
+    await runtime.play_tasks(run_id, plan.simulated, 1, lambda i: runtime.draft(i, plan.level, task_seed), task_seed,
+                             f"simulated level {plan.level}", limit=2 * runtime.recipe.policy.batch_size,
+                             on_done=trajectories.append)
     result = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
               "score": rounded(mean(t.final_reward for t in trajectories if not t.aborted)),
               "errors": abort_reasons(trajectories)}

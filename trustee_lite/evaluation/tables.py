@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trustee_lite.errors import UserError
+from trustee_lite.store import Store
+
 KIND_COLUMNS = (("parse_failure", "parse"), ("wrong_function", "wrong fn"), ("wrong_arguments", "wrong args"),
                 ("irrelevance_miss", "irrel. miss"), ("wrong_outcome", "wrong outcome"))
 
@@ -107,3 +110,21 @@ def compare_table(results: list[dict]) -> str:
             line.append("" if r is None else f"{_score(r['score'])} ({r['count']})")
         grid.append(line)
     return _grid(grid)
+
+
+def compare_view(db: str, run_ids: list[int] | None) -> str:
+    """`compare`: the stored evaluation results side by side, then each simulator calibration's
+    report in full."""
+    with Store.existing(db, "eval") as store:
+        results = store.eval_results(run_ids)
+    if not results:
+        raise UserError(db, "no evaluation results" + (f" for runs {run_ids}" if run_ids else "")
+                        + " (run eval or calibrate first)")
+    parts = [compare_table(results)]
+    calibrations: dict[int, list[dict]] = {}
+    for r in results:
+        if r["benchmark"] == "calibration":
+            calibrations.setdefault(r["run_id"], []).append(r)
+    for run_id, kinds in calibrations.items():
+        parts.append(f"\nrun {run_id}: " + calibration_table(kinds, kinds[0]["figures"]["simulator"]).removeprefix("== "))
+    return "\n".join(parts)

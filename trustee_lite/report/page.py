@@ -12,8 +12,33 @@ from pathlib import Path
 
 import orjson
 
+from trustee_lite.errors import UserError
 from trustee_lite.report import data, plots
 from trustee_lite.store import Store
+
+
+def write_report(db: str, run_ids: list[int] | None, out: Path | None, trajectory_steps: int,
+                 figures_dir: Path | None = None) -> dict:
+    """`report`: the page of the database's runs (all, or `run_ids`) written to `out` (default:
+    report.html beside the database); what was written."""
+    out = out or Path(db).with_name("report.html")
+    with Store.existing(db, "train, simulate or eval") as store:
+        if trajectory_steps < 0:
+            raise UserError("--trajectories", f"must be >= 0, got {trajectory_steps}")
+        known = store.run_ids()
+        if not known:
+            raise UserError(db, "no runs recorded yet")
+        missing = sorted(set(run_ids or ()) - set(known))
+        if missing:
+            raise UserError("--run", f"no run {', '.join(map(str, missing))} in {db} (runs: "
+                            f"{', '.join(map(str, known))})")
+        page = build(store, run_ids, trajectory_steps, figures_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise UserError(str(out), f"cannot write the report: {err.strerror or err}") from None
+    return {"report": str(out), "bytes": len(page.encode()), "db": db}
 
 
 def build(store: Store, run_ids: list[int] | None, trajectory_steps: int, figures_dir: Path | None = None) -> str:

@@ -3,7 +3,7 @@ estimator it reads. The knobs a level gives are the environment's (env/knobs.py)
 
 from __future__ import annotations
 
-from trustee_lite.config import CurriculumConfig
+from trustee_lite.config import ESTIMATORS, CurriculumConfig
 from trustee_lite.env.knobs import MAX_LEVEL, MIN_LEVEL
 from trustee_lite.metrics import mean
 
@@ -25,7 +25,7 @@ class SuccessEstimator:
     paper's rule). Its state is a small dict, saved with every checkpoint."""
 
     def __init__(self, kind: str = "window", window: int = 128, alpha: float = 0.05):
-        if kind not in ("window", "ema", "batch"):
+        if kind not in ESTIMATORS:
             raise ValueError(f"unknown estimator {kind!r}")
         self.kind, self.window, self.alpha = kind, window, alpha
         self.recent: list[float] = []  # window: the last `window` rewards; batch: the last batch

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+from trustee_lite.config import ADVANTAGE_MODES
 from trustee_lite.metrics import mean, std
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,6 @@ def group_advantages(rewards: Sequence[float | None]) -> list[float]:
         return [0.0] * len(rewards)
     centre = mean(rewards)
     return [0.0 if r is None else (r - centre) / (spread + ADV_EPS) for r in rewards]
-
-
-ADVANTAGE_MODES = ("uniform", "linear", "relu", "sign", "sign-linear")
 
 
 def turn_advantage(mode: str, advantage: float, turn_reward: float) -> float:

@@ -14,26 +14,12 @@ import random
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from trustee_lite.config import LoraConfig, TrainConfig
 from trustee_lite.metrics import mean
+from trustee_lite.records import UpdateStats
 from trustee_lite.train.grpo import Sample, clipped_surrogate, kl_low_variance
-
-
-@dataclass(frozen=True)
-class UpdateStats:
-    loss: float | None
-    pg_loss: float | None
-    kl: float | None
-    grad_norm: float | None
-    learning_rate: float
-    clip_fraction: float | None
-    policy_tokens: int
-    samples: int
-    optimizer_steps: int
-    seconds: float
 
 
 class Learner:

@@ -20,9 +20,9 @@ from pathlib import Path
 from trustee_lite.config import Recipe
 from trustee_lite.env.knobs import knobs_at
 from trustee_lite.metrics import episode_figures, mean, rounded, time_split
-from trustee_lite.progress import bar, duration, run_eta, say
-from trustee_lite.records import StepRecord, TaskDraft, Trajectory
-from trustee_lite.runtime import Runtime, open_runtime, preflight
+from trustee_lite.progress import duration, run_eta, say
+from trustee_lite.records import StepRecord, StepTimes, TaskDraft, Trajectory
+from trustee_lite.runtime import Run, Runtime, open_runtime, preflight, recorded_run
 from trustee_lite.store import Store
 from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
 from trustee_lite.train.curriculum import move_level
@@ -43,9 +43,10 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
         say(f"resuming run {state.run_id} at step {state.next_step} (level {state.level}"
                          + (f"; {state.discarded} trajectories of the unfinished step dropped" if state.discarded else "")
                          + ")")
-    async with open_runtime(recipe, store) as runtime:
-        store.set_tool_names(state.run_id, runtime.pool.original_names)
-        return await run_training(runtime, store, state, out_dir, seed, steps or recipe.train.steps, start)
+    with recorded_run(store, "train", recipe, seed, run_id=state.run_id) as run:
+        async with open_runtime(recipe, store) as runtime:
+            store.set_tool_names(state.run_id, runtime.pool.original_names)
+            return await run_training(runtime, run, state, out_dir, seed, steps or recipe.train.steps, start)
 
 
 @dataclass
@@ -90,11 +91,12 @@ class _StopOnInterrupt:
         self.loop.remove_signal_handler(signal.SIGINT)
 
 
-async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir: Path, seed: int,
+async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Path, seed: int,
                        total_steps: int, start: float) -> dict:
     """The steps, each in the method's order: tasks -> rollouts -> rewards and advantages ->
-    update -> checkpoint -> the step's record (its commit point) -> curriculum move."""
-    recipe, cfg, cur = runtime.recipe, runtime.recipe.train, runtime.recipe.curriculum
+    update -> checkpoint -> the step's record (its commit point) -> curriculum move. Returns the
+    run's summary (also what `run` closes with)."""
+    recipe, cfg, cur, store = runtime.recipe, runtime.recipe.train, runtime.recipe.curriculum, runtime.store
     service = runtime.policy_service
     learner = await service.run_exclusive(Learner, service.backend, recipe.policy.lora, cfg,
                                           recipe.policy.temperature, seed)
@@ -103,11 +105,11 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
     log.info("learner: %d trainable parameters", learner.trainable_parameters)
     level, estimator = state.level, state.estimator
     totals = _Totals()
-    # the run's committed steps (a resumed run's too) set the pace the ETA goes by
-    earlier = [row[0] for row in store.db.execute("SELECT wall_s FROM steps WHERE run_id = ?", [state.run_id])]
+    # however the run ends, its summary says what its committed steps hold
+    run.summarize = lambda: _summary(store, state, runtime, run.status, level, totals, time.perf_counter() - start)
+    earlier = store.step_seconds(state.run_id)  # the run's committed steps (a resumed run's too) set the ETA's pace
     trackers = Trackers(cfg.report_to, out_dir, state.run_id, recipe.name, recipe.model_dump(mode="json"))
     prefetch: asyncio.Task | None = None
-    status = "done"
 
     def drafts_for(step: int, at_level: int) -> asyncio.Task:
         first = (step - 1) * cfg.tasks_per_step
@@ -118,7 +120,7 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
         try:
             for step in range(state.next_step, total_steps + 1):
                 if stop.requested:
-                    status = "interrupted"
+                    run.status = "interrupted"
                     break
                 step_start = time.perf_counter()
                 marks = _marks(runtime)
@@ -126,8 +128,8 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 drafts = await (prefetch or drafts_for(step, level))
                 prefetch = None
                 log.info("step %d: rollouts", step)
-                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed, earlier + totals.step_seconds,
-                                         step_start)
+                groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed,
+                                         earlier + totals.step_seconds, step_start)
                 # Success moves the curriculum; the next step's tasks are drafted at the new level
                 # while this step trains (tasks only: every trajectory comes from the current policy).
                 flat = [t for g in groups for t in g]
@@ -147,8 +149,11 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
                 now = time.perf_counter()
                 split = _step_time_split(runtime, marks, now - step_start, save_start - train_start, now - save_start)
                 figures = episode_figures(flat)
-                record = step_record(step, level, new_level, cur, drafts, figures, batch_signal, estimator.value,
-                                     update, split, _deltas(runtime, marks), folder)
+                record = StepRecord(
+                    step=step, level=level, next_level=new_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
+                    tasks=sum(d.task is not None for d in drafts), **_episode_columns(figures),
+                    success_batch=rounded(mean(batch_signal)), success_rolling=estimator.value,
+                    **_deltas(runtime, marks), update=update, times=StepTimes(**split), checkpoint=str(folder))
                 store.add_step(state.run_id, record, {  # the commit point of the step
                     (t.task_index, t.rollout_index): None if t.aborted else a
                     for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
@@ -167,24 +172,19 @@ async def run_training(runtime: Runtime, store: Store, state: RunState, out_dir:
     if totals.steps and not totals.trained:
         say(f"no update in these {totals.steps} steps: every group's rollouts scored alike (advantage 0), so the "
             "adapter is still the initial one; see README, Limits: a policy that never calls a tool learns nothing")
-    return _finish(store, state, runtime, out_dir, status, level, totals, time.perf_counter() - start)
+    last = store.last_step(state.run_id)
+    adapter = export_adapter(Path(last["checkpoint"]), out_dir) if last else None
+    summary = _summary(store, state, runtime, run.status, level, totals, time.perf_counter() - start, adapter)
+    run.summarize = lambda: summary
+    return summary
 
 
-def step_record(step: int, level: int, new_level: int, cur, drafts: list[TaskDraft], figures: dict,
-                batch_signal: list[float], rolling: float | None, update, split: dict, deltas: dict,
-                checkpoint: Path) -> StepRecord:
-    """The step's row, from the episode figures, the update's statistics, the time split and the
-    simulator counters' deltas over the step."""
-    return StepRecord(
-        step=step, level=level, next_level=new_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
-        tasks=sum(d.task is not None for d in drafts), episodes=figures["episodes"], aborted=figures["aborted"],
-        abort_reasons=json.dumps(figures["abort_reasons"]), mean_reward=figures["mean_reward"],
-        std_reward=figures["std_reward"], success_batch=rounded(mean(batch_signal)), success_rolling=rolling,
-        mean_tool_reward=figures["mean_tool_reward"], mean_user_reward=figures["mean_user_reward"],
-        policy_tokens=figures["policy_tokens"], **deltas,
-        samples=update.samples, loss=update.loss, pg_loss=update.pg_loss, kl=update.kl, grad_norm=update.grad_norm,
-        learning_rate=update.learning_rate, clip_fraction=update.clip_fraction, **split, checkpoint=str(checkpoint),
-    )
+def _episode_columns(figures: dict) -> dict:
+    """The step's columns from its episodes' figures (metrics.episode_figures)."""
+    return {"episodes": figures["episodes"], "aborted": figures["aborted"],
+            "abort_reasons": json.dumps(figures["abort_reasons"]), "mean_reward": figures["mean_reward"],
+            "std_reward": figures["std_reward"], "mean_tool_reward": figures["mean_tool_reward"],
+            "mean_user_reward": figures["mean_user_reward"], "policy_tokens": figures["policy_tokens"]}
 
 
 async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, drafts: list[TaskDraft],
@@ -192,21 +192,16 @@ async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, 
     """Record the step's tasks and play all their rollouts concurrently, one bar for the step,
     with the whole run's ETA beside it."""
     per_task = runtime.recipe.rollout.rollouts_per_task
-    progress = bar(len(drafts) * per_task, f"step {step}/{total_steps}")
 
-    def done(_) -> None:
-        eta = run_eta(step_seconds, total_steps - step, time.perf_counter() - step_start, progress.n + 1, progress.total)
-        progress.set_postfix_str(f"run ETA {duration(eta)}" if eta is not None else "", refresh=False)
-        progress.update(1)
+    def eta(done: int, total: int) -> str:
+        left = run_eta(step_seconds, total_steps - step, time.perf_counter() - step_start if done else 0.0, done, total)
+        return f"run ETA {duration(left)}" if left is not None else ""
 
-    eta = run_eta(step_seconds, total_steps - step, 0.0, 0, progress.total)
-    if eta is not None:
-        progress.set_postfix_str(f"run ETA {duration(eta)}")
-    try:
-        return list(await asyncio.gather(*(
-            runtime.play(draft, per_task, seed, run_id, step, on_done=done) for draft in drafts)))
-    finally:
-        progress.close()
+    async def drafted(index: int) -> TaskDraft:
+        return drafts[index]
+
+    return await runtime.play_tasks(run_id, len(drafts) * per_task, per_task, drafted, seed, f"step {step}/{total_steps}",
+                                    step=step, postfix=eta)
 
 
 def _marks(runtime: Runtime) -> dict:
@@ -245,10 +240,10 @@ def _summary_line(step, total, level, new_level, figures, update, split) -> str:
             f" checkpoint {split['checkpoint_s']:.1f} waiting {split['other_s']:.1f})")
 
 
-def _finish(store: Store, state: RunState, runtime: Runtime, out_dir: Path, status: str, level: int,
-            totals: _Totals, wall_s: float) -> dict:
+def _summary(store: Store, state: RunState, runtime: Runtime, status: str, level: int, totals: _Totals,
+             wall_s: float, adapter: Path | None = None) -> dict:
+    """The run's summary: its committed steps' totals and this process's time split."""
     last = store.last_step(state.run_id)
-    adapter = export_adapter(Path(last["checkpoint"]), out_dir) if last else None
     run = store.run_totals(state.run_id)
     seconds = sorted(totals.step_seconds)
     summary = {
@@ -262,5 +257,4 @@ def _finish(store: Store, state: RunState, runtime: Runtime, out_dir: Path, stat
             "policy_gen_s", "policy_prefill_s", "policy_decode_s", "simulation_s", "training_s", "update_s",
             "checkpoint_s", "other_s")},
     }
-    store.finish_run(state.run_id, status, summary)
     return summary

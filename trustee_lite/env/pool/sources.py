@@ -73,6 +73,33 @@ def preview_pool(recipe: Recipe, store=None, stand_in: bool = True) -> tuple[Too
     return pool, line
 
 
+MAX_DESCRIPTION = 60  # characters of a toolset's description in the listing
+
+
+def pool_listing(recipe: Recipe, store, names: bool) -> str:
+    """`tools list`: one row per toolset (category, toolset, tool count, description; every tool's
+    name too with `names`), then the pool's line."""
+    pool, line = preview_pool(recipe, store, stand_in=False)
+    if not pool.groups:  # synthesis only, nothing written yet
+        return line
+    rows = [("category", "toolset", "tools", "description")]
+    for category, toolsets in pool.groups.items():
+        for toolset, tools in toolsets.items():
+            described = pool.descriptions.get(category, {}).get(toolset, "")
+            short = described if len(described) <= MAX_DESCRIPTION else described[: MAX_DESCRIPTION - 3] + "..."
+            rows.append((category, toolset, str(len(tools)), short))
+            if names:
+                rows += [("", "", "", _named(pool, t["function"]["name"])) for t in tools]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    table = "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[3]]).rstrip() for row in rows)
+    return f"{table}\n{line}"
+
+
+def _named(pool: ToolPool, name: str) -> str:
+    original = pool.original(name)
+    return f"  {name}" + (f"  (source: {original!r})" if original != name else "")
+
+
 def pool_line(pool: ToolPool) -> str:
     """Counts of a pool, and what loading changed."""
     toolsets = sum(len(sets) for sets in pool.groups.values())

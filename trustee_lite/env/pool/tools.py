@@ -156,6 +156,26 @@ def read_document(path: Path) -> Any:
         raise UserError(path.name, f"invalid YAML: {getattr(err, 'problem', err)}") from None
 
 
+TOOL_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def check_tool_file_name(out: Path) -> None:
+    """A tool file to write must be JSON or YAML, said before any work."""
+    if out.suffix not in TOOL_FILE_SUFFIXES:
+        raise UserError("--out", f"must end in .json, .yaml or .yml, got {out.name!r}")
+
+
+def write_document(data: Any, out: Path) -> None:
+    """Write a JSON or YAML file (by its suffix), its folder made if need be."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".json":
+        import orjson
+
+        out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
 def _entries(data: Any, source: str) -> list[ToolEntry]:
     """A flat list (grouped by the entries' own category/toolset_name keys when they have them),
     or a mapping category -> toolset -> list."""

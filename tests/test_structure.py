@@ -1,6 +1,7 @@
-"""Data flows one way: every import in the package (lazy ones inside functions included) points to
-its own layer or a lower one, in the order docs/method.md states (read from there, so the page
-and the check cannot drift apart)."""
+"""The package's shape holds: data flows one way (every import, lazy ones inside functions
+included, points to its own layer or a lower one, in the order docs/method.md states, read from
+there so the page and the check cannot drift apart); a command module is its flags and one call
+into the domain; no module outgrows a reader."""
 
 from __future__ import annotations
 
@@ -61,3 +62,26 @@ def test_no_module_imports_a_higher_layer():
             if order[target] > order[name]:
                 upward.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({name} is below it)")
     assert upward == []
+
+
+def test_a_command_module_is_its_help_its_flags_and_its_run():
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = []
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) or (
+                    isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # imports, the docstring
+                continue
+            if isinstance(node, ast.Assign):
+                names += [t.id for t in node.targets]
+            else:
+                names.append(getattr(node, "name", type(node).__name__))
+        assert names == ["HELP", "add_arguments", "run"], path.name
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}
