@@ -141,3 +141,25 @@ def test_the_time_split_by_hand():
                      "policy_prefill_s": 15.0, "policy_decode_s": 44.0, "update_s": 12.0, "checkpoint_s": 3.0}
     overlapping = time_split(wall_s=100.0, policy_s=70.0, simulation_s=60.0, update_s=1.0, checkpoint_s=0.5)
     assert overlapping["other_s"] == 0.0 and overlapping["training_s"] == 1.5  # generation and simulation overlapped
+
+
+def test_a_recorded_run_closes_done_interrupted_or_failed_with_its_reason(tmp_path):
+    import asyncio
+
+    from trustee_lite.runtime import recorded_run
+
+    def rows(store):
+        return [(r["status"], json.loads(r["summary"])) for r in store.db.query("SELECT * FROM runs ORDER BY id")]
+
+    with Store(tmp_path / "db.sqlite") as store:
+        with recorded_run(store, "simulate", recipe(), 0) as run:
+            run.summarize = lambda: {"episodes": 2}
+        assert rows(store) == [("done", {"episodes": 2})] and run.summary == {"episodes": 2}
+        for error in (KeyboardInterrupt(), asyncio.CancelledError(), UserError("tools.json", "line 3: invalid JSON")):
+            with pytest.raises(type(error)), recorded_run(store, "simulate", recipe(), 0):
+                raise error
+        assert rows(store)[1:] == [("interrupted", {}), ("interrupted", {}),
+                                   ("failed", {"failure": "tools.json: line 3: invalid JSON"})]
+        with recorded_run(store, "train", recipe(), 0, run_id=run.id) as again:  # carried on, not opened again
+            again.status = "interrupted"  # a graceful stop (the first Ctrl-C of a training run)
+        assert len(rows(store)) == 4 and rows(store)[0] == ("interrupted", {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from trustee_lite.lm import GenerationService, backend_class, build_backend
 from trustee_lite.progress import bar
 from trustee_lite.records import TaskDraft, Trajectory
 from trustee_lite.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,7 +63,12 @@ def recorded_run(store: Store, kind: str, recipe: Recipe, seed: int, run_id: int
         run.status, failure = "failed", (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise
     finally:
-        run.summary = {**run.summarize(), **({"failure": failure} if failure else {})}
+        try:
+            summary = run.summarize()
+        except Exception as err:  # noqa: BLE001 - a summary that cannot be made must not hide why the run ended
+            log.warning("run %d: no summary (%s)", run.id, err)
+            summary = {}
+        run.summary = {**summary, **({"failure": failure} if failure else {})}
         store.finish_run(run.id, run.status, run.summary)
 
 
