@@ -157,3 +157,29 @@ def test_a_constrained_answer_closes_within_a_small_budget(smol_backend):
     for completion in smol_backend.generate_batch(requests):
         assert completion.finish_reason == "stop", completion.text
         assert json.loads(completion.text)["reward"] in (-1, 0, 1)
+
+
+def test_sampling_on_the_device_equals_the_reference_that_sampled_on_the_cpu(smol_backend, monkeypatch):
+    """One batch mixing a greedy row, a top-p 0.9 row, a row with a frequency penalty and a
+    schema-constrained row: the same tokens and log-probs through lm/sampler.py (logits kept on
+    the model's device) and the sampler it replaced (tests/reference_sampler.py)."""
+    from reference_sampler import ReferenceRowSampler
+
+    import trustee_lite.lm.hf as hf
+
+    messages = ({"role": "user", "content": "Name three fruits and say why you like each of them."},)
+    schema = {"type": "object", "properties": {"fruit": {"type": "string", "maxLength": 40}}, "required": ["fruit"]}
+    requests = [
+        GenRequest(messages=messages, sampling=Sampling(32, 0.0, 1.0, seed=1), logprobs=True),
+        GenRequest(messages=messages, sampling=Sampling(32, 1.0, 0.9, seed=2), logprobs=True),
+        GenRequest(messages=messages, sampling=Sampling(32, 1.0, 1.0, seed=3, frequency_penalty=0.1), logprobs=True),
+        GenRequest(messages=messages, sampling=Sampling(32, 0.7, 1.0, seed=4), json_schema=schema, logprobs=True),
+    ]
+    ours = smol_backend.generate_batch(requests)
+    monkeypatch.setattr(hf, "RowSampler", ReferenceRowSampler)
+    reference = smol_backend.generate_batch(requests)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in reference]
+    assert len({c.token_ids for c in ours}) == 4  # four different ways of sampling, four different answers
+    worst = max(abs(x - y) for a, b in zip(ours, reference) for x, y in zip(a.logprobs, b.logprobs))
+    assert worst < 1e-5, worst
+    assert ours[3].text.startswith('{"fruit": "')  # the schema held

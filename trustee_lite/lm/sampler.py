@@ -1,6 +1,12 @@
-"""Per-row sampling inside one batched `generate`: each row its own seeded generator,
-temperature, top-p, frequency penalty and JSON-schema constraint, so a row's tokens do not
-depend on which other requests share its batch."""
+"""Per-row sampling inside one batched `generate`, on the model's own device: each row its own
+seeded generator, temperature, top-p, frequency penalty and JSON-schema constraint, so a row's
+tokens do not depend on which other requests share its batch.
+
+The logits never leave the device (on a GPU, copying batch x vocabulary floats to the CPU every
+token cost more than the forward). What crosses each step: each row's uniform, drawn from its
+own CPU generator (a few floats), and each row's chosen token and its log-prob back (a few
+numbers), which the grammar matchers and the end-of-turn bookkeeping need.
+"""
 
 from __future__ import annotations
 
@@ -24,46 +30,62 @@ class RowSampler:
         self.done = [False] * len(samplings)
         self._bitmask = None
         self.generators = [torch.Generator().manual_seed(s.seed & 0xFFFF_FFFF_FFFF) for s in samplings]
-        self.temps = torch.tensor([s.temperature for s in samplings], dtype=torch.float32)
-        self.top_ps = torch.tensor([s.top_p for s in samplings], dtype=torch.float32)
-        self.penalties = torch.tensor([s.frequency_penalty for s in samplings], dtype=torch.float32)
+        # decided once, on the host: a check on a device tensor would wait for the device
+        self.penalised = any(s.frequency_penalty > 0 for s in samplings)
+        self.full_nucleus = bool((torch.tensor([s.top_p for s in samplings], dtype=torch.float32) >= 1).all())
+        self._rows = None  # per-row settings on the logits' device, made at the first step
         self._counts = None  # tokens generated so far per row, when a row has a frequency penalty
         self.logprobs: list[list[float]] = [[] for _ in samplings]
         self.first_logits_at: float | None = None  # when the prompt's forward gave its logits
+
+    def _settings(self, device):
+        """Temperatures, top-p values, penalties and token limits as tensors on `device`."""
+        import torch
+
+        if self._rows is None:
+            s = self.samplings
+            self._rows = (torch.tensor([x.temperature for x in s], dtype=torch.float32, device=device),
+                          torch.tensor([x.top_p for x in s], dtype=torch.float32, device=device),
+                          torch.tensor([x.frequency_penalty for x in s], dtype=torch.float32, device=device),
+                          torch.tensor([x.max_new_tokens for x in s], device=device))
+        return self._rows
 
     def __call__(self, input_ids, scores):
         import torch
 
         step = input_ids.shape[1] - self.width
-        logits = scores.float().cpu()
+        logits = scores.float()
         if self.first_logits_at is None:
             self.first_logits_at = time.perf_counter()
-        if bool((self.penalties > 0).any()):
+        temps, top_ps, penalties, limits = self._settings(logits.device)
+        if self.penalised:
             if self._counts is None:
                 self._counts = torch.zeros_like(logits)
-            logits = logits - self.penalties[:, None] * self._counts
+            logits = logits - penalties[:, None] * self._counts
         self._mask(logits)
-        greedy = self.temps == 0
-        scaled = logits / torch.where(greedy, torch.ones_like(self.temps), self.temps)[:, None]
+        greedy = temps == 0
+        scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
         logp = torch.log_softmax(scaled, dim=-1)
-        uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])
-        chosen = sample_top_p(logp.exp(), self.top_ps, uniforms)
+        uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(logits.device)
+        chosen = sample_top_p(logp.exp(), top_ps, uniforms, self.full_nucleus)
         chosen = torch.where(greedy, logits.argmax(dim=-1), chosen)
-        for row, s in enumerate(self.samplings):
-            if step >= s.max_new_tokens:  # this row is done; end it so the batch can stop early
-                chosen[row] = self.eos_id
-        self._observe(chosen.tolist())
+        # a row past its own token limit is done: end it so the batch can stop early
+        chosen = torch.where(step >= limits, torch.full_like(chosen, self.eos_id), chosen)
+        picked = logp.gather(1, chosen[:, None]).squeeze(1)
+        # one copy to the host a step: the tokens (exact in float64) and their log-probs
+        host = torch.stack([chosen.double(), picked.double()]).cpu()
+        tokens, values = host[0].long().tolist(), host[1].tolist()
+        self._observe(tokens)
         if self._counts is not None:
-            self._counts[torch.arange(len(self.samplings)), chosen] += 1
-        picked = logp.gather(1, chosen[:, None]).squeeze(1).tolist()
-        for row, value in enumerate(picked):
+            self._counts[torch.arange(len(self.samplings), device=logits.device), chosen] += 1
+        for row, value in enumerate(values):
             self.logprobs[row].append(value)
         pinned = torch.full_like(scores, float("-inf"))
         pinned.scatter_(1, chosen[:, None].to(scores.device), 0.0)
         return pinned
 
     def _mask(self, logits) -> None:
-        """Rows under a JSON schema: tokens that would break it get -inf."""
+        """Rows under a JSON schema: tokens that would break it get -inf (on the logits' device)."""
         rows = [r for r, c in enumerate(self.constraints) if c is not None and c.active and not self.done[r]]
         if not rows:
             return
@@ -83,11 +105,12 @@ class RowSampler:
                 self.done[row] = True
 
 
-def sample_top_p(probs, top_ps, uniforms):
-    """Inverse-CDF sampling of one token per row from the top-p nucleus, with given uniforms."""
+def sample_top_p(probs, top_ps, uniforms, full_nucleus: bool | None = None):
+    """Inverse-CDF sampling of one token per row from the top-p nucleus, with given uniforms.
+    `full_nucleus`: every top-p is 1 (known on the host: no need to ask the device)."""
     import torch
 
-    if bool((top_ps >= 1).all()):
+    if full_nucleus if full_nucleus is not None else bool((top_ps >= 1).all()):
         cdf = probs.cumsum(dim=-1)
         order = None
     else:
