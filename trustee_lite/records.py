@@ -195,6 +195,8 @@ class StepRecord:
     checkpoint: str
     prefill_tokens: int = 0  # policy prompt tokens the model encoded
     reused_tokens: int = 0  # ... and those whose keys and values came from the episode's earlier turns
+    gpu_util: float | None = None  # mean GPU utilisation over the step, percent (NVML; None without a GPU)
+    gpu_mem_gib: float | None = None  # the most device memory in use at any sample of the step
 
     def row(self) -> dict[str, Any]:
         """The step's columns: its own fields, the update's columns and every time, flat."""

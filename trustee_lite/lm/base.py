@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trustee_lite.lm.gpu_monitor import GpuMonitor
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class Backend:
     async def agenerate(self, request: GenRequest) -> Completion:
         """A remote backend's one request; raises GenerationError if it failed."""
         raise NotImplementedError(f"the {self.name} backend generates in batches (generate_batch)")
+
+    def gpu_monitor(self) -> GpuMonitor | None:
+        """What samples the GPU this backend runs on during a training step (None: no GPU here)."""
+        return None
 
     def close(self) -> None:
         """Free the model (a local backend)."""

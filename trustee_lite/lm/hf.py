@@ -20,6 +20,7 @@ from trustee_lite.lm.base import (
     GenRequest,
     template_kwargs,
 )
+from trustee_lite.lm.gpu_monitor import GpuMonitor, nvml_available
 from trustee_lite.lm.hf_load import first_line
 from trustee_lite.lm.lora import attach_lora
 from trustee_lite.lm.prefix_cache import PrefixCache, Reuse, batch_cache, row_kv
@@ -66,6 +67,13 @@ class TransformersBackend(Backend):
     @property
     def selective_logits(self) -> bool:
         return not self.unsloth  # Unsloth's forward takes no position list
+
+    def gpu_monitor(self):
+        if self.device != "cuda" or not nvml_available():
+            return None
+        import torch
+
+        return GpuMonitor(torch.cuda.current_device())
 
     def load_adapter(self, path: str) -> None:
         """Put a PEFT LoRA adapter (standard layout) on the model; requests then choose on or off."""

@@ -122,6 +122,16 @@ def loss(runs):
                   lambda r: [("", r.figures["loss"], None)])
 
 
+def gpu_busy(runs):
+    return _lines("GPU utilisation over the step (NVML; absent on a CPU)", "percent busy", runs,
+                  lambda r: [("", r.figures["gpu_util"], None)], ylim=(-2, 102))
+
+
+def gpu_memory(runs):
+    return _lines("GPU memory in use, the most at any moment of the step", "GiB", runs,
+                  lambda r: [("", r.figures["gpu_mem_gib"], None)])
+
+
 def _per_run_bars(title: str, ylabel: str, runs: list[RunSeries], parts_of):
     """Stacked bars per step, one panel per run (at most 4 panels)."""
     runs = _trained(runs)[:4]
@@ -217,4 +227,4 @@ def calibration(results: list[dict]):
     return _grouped_bars("Simulator calibration: accuracy by case kind", "accuracy", rows, dict(columns), ylim=(0, 1.05))
 
 
-STEP_PLOTS = (valid_calls, reward, learning_signal, success, level, aborts, tokens, time_split, loss)
+STEP_PLOTS = (valid_calls, reward, learning_signal, success, level, aborts, tokens, time_split, gpu_busy, gpu_memory, loss)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from trustee_lite.config import Recipe
 from trustee_lite.env.knobs import knobs_at
+from trustee_lite.lm.gpu_monitor import GpuFigures
 from trustee_lite.metrics import episode_figures, mean, rounded, time_split
 from trustee_lite.progress import duration, run_eta, say
 from trustee_lite.records import StepRecord, StepTimes, TaskDraft, Trajectory
@@ -57,11 +58,13 @@ class _Totals:
     trained: int = 0  # steps whose update had a gradient (a group with unequal rewards, or a KL term)
     seconds: dict = field(default_factory=dict)  # time_split's parts, summed
     step_seconds: list[float] = field(default_factory=list)
+    gpu: list[GpuFigures] = field(default_factory=list)  # each step's, on a GPU
 
-    def add(self, split: dict, trained: bool) -> None:
+    def add(self, split: dict, trained: bool, gpu: GpuFigures | None) -> None:
         self.steps += 1
         self.trained += trained
         self.step_seconds.append(split["wall_s"])
+        self.gpu += [gpu] if gpu is not None else []
         for name, value in split.items():
             if name != "wall_s":
                 self.seconds[name] = self.seconds.get(name, 0.0) + value
@@ -110,6 +113,7 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
     earlier = store.step_seconds(state.run_id)  # the run's committed steps (a resumed run's too) set the ETA's pace
     trackers = Trackers(cfg.report_to, out_dir, state.run_id, recipe.name, recipe.model_dump(mode="json"))
     prefetch: asyncio.Task | None = None
+    monitor = service.backend.gpu_monitor()  # None without a GPU
 
     def drafts_for(step: int, at_level: int) -> asyncio.Task:
         first = (step - 1) * cfg.tasks_per_step
@@ -123,6 +127,8 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                     run.status = "interrupted"
                     break
                 step_start = time.perf_counter()
+                if monitor is not None:
+                    monitor.start()
                 marks = _marks(runtime)
                 log.info("step %d: tasks (level %d)", step, level)
                 drafts = await (prefetch or drafts_for(step, level))
@@ -149,25 +155,29 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                 now = time.perf_counter()
                 split = _step_time_split(runtime, marks, now - step_start, save_start - train_start, now - save_start)
                 figures = episode_figures(flat)
+                gpu = monitor.stop() if monitor is not None else None
                 record = StepRecord(
                     step=step, level=level, next_level=new_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
                     tasks=sum(d.task is not None for d in drafts), **_episode_columns(figures),
                     success_batch=rounded(mean(batch_signal)), success_rolling=estimator.value,
-                    **_deltas(runtime, marks), update=update, times=StepTimes(**split), checkpoint=str(folder))
+                    **_deltas(runtime, marks), update=update, times=StepTimes(**split), checkpoint=str(folder),
+                    gpu_util=gpu.utilisation if gpu else None, gpu_mem_gib=gpu.memory_gib if gpu else None)
                 store.add_step(state.run_id, record, {  # the commit point of the step
                     (t.task_index, t.rollout_index): None if t.aborted else a
                     for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
                 log.info("step %d: committed", step)
                 trackers.log(step, record.row())
-                totals.add(split, update.loss is not None)
+                totals.add(split, update.loss is not None, gpu)
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
                 eta = run_eta(earlier + totals.step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
-                say(_summary_line(step, total_steps, level, new_level, figures, update, split)
+                say(_summary_line(step, total_steps, level, new_level, figures, update, split, gpu)
                     + (f" | run ETA {duration(eta)}" if eta is not None else ""))
                 level = new_level
         finally:
             if prefetch is not None:
                 prefetch.cancel()
+            if monitor is not None:
+                monitor.halt()
             trackers.close()
     if totals.steps and not totals.trained:
         say(f"no update in these {totals.steps} steps: every group's rollouts scored alike (advantage 0), so the "
@@ -228,7 +238,7 @@ def _step_time_split(runtime: Runtime, marks: dict, wall_s: float, update_s: flo
                       policy.prefill_s - marks["prefill_s"], policy.decode_s - marks["decode_s"])
 
 
-def _summary_line(step, total, level, new_level, figures, update, split) -> str:
+def _summary_line(step, total, level, new_level, figures, update, split, gpu: GpuFigures | None = None) -> str:
     def num(value, fmt="{:.3f}"):
         return "-" if value is None else fmt.format(value)
 
@@ -237,7 +247,8 @@ def _summary_line(step, total, level, new_level, figures, update, split) -> str:
             f" loss {num(update.loss, '{:.4f}')} kl {num(update.kl, '{:.5f}')} | {split['wall_s']:.1f}s"
             f" (policy {split['policy_gen_s']:.1f} [prefill {split['policy_prefill_s']:.1f}"
             f" decode {split['policy_decode_s']:.1f}] sim {split['simulation_s']:.1f} update {split['update_s']:.1f}"
-            f" checkpoint {split['checkpoint_s']:.1f} waiting {split['other_s']:.1f})")
+            f" checkpoint {split['checkpoint_s']:.1f} waiting {split['other_s']:.1f})"
+            + (f" | GPU {gpu.utilisation:.0f}% busy, {gpu.memory_gib:.1f} GiB" if gpu is not None else ""))
 
 
 def _summary(store: Store, state: RunState, runtime: Runtime, status: str, level: int, totals: _Totals,
@@ -257,4 +268,7 @@ def _summary(store: Store, state: RunState, runtime: Runtime, status: str, level
             "policy_gen_s", "policy_prefill_s", "policy_decode_s", "simulation_s", "training_s", "update_s",
             "checkpoint_s", "other_s")},
     }
+    if totals.gpu:  # this process's steps on a GPU: their mean utilisation, the most memory any used
+        summary["gpu_util"] = round(mean(g.utilisation for g in totals.gpu), 1)
+        summary["gpu_mem_gib"] = max(g.memory_gib for g in totals.gpu)
     return summary
