@@ -44,14 +44,13 @@ class Run:
 
 
 @contextlib.contextmanager
-def recorded_run(store: Store, kind: str, recipe: Recipe, seed: int, run_id: int | None = None,
-                 **record) -> Iterator[Run]:
-    """Open a run of `kind` (or carry on run `run_id`, one being resumed), yield it, and close it
-    with `run.summarize()`: as `run.status` when the block ends normally, "interrupted" on Ctrl-C
-    or cancellation, "failed" on any other error (its first line stored as the summary's
-    `failure`). `record`: out_dir and recipe_hash, for a training run."""
+def recorded_run(store: Store, kind: str, recipe: Recipe, seed: int, run_id: int | None = None) -> Iterator[Run]:
+    """Open a run of `kind` (or carry on run `run_id`: a training run, which train/checkpoints.py
+    starts or resumes), yield it, and close it with `run.summarize()`: as `run.status` when the
+    block ends normally, "interrupted" on Ctrl-C or cancellation, "failed" on any other error
+    (its first line stored as the summary's `failure`)."""
     if run_id is None:
-        run_id = store.start_run(kind, recipe.name, seed, recipe.model_dump(mode="json"), **record)
+        run_id = store.start_run(kind, recipe.name, seed, recipe.model_dump(mode="json"))
     run = Run(run_id)
     failure = None
     try:
