@@ -39,8 +39,9 @@ class TransformersBackend(Backend):
         import torch
 
         loaded = hf_load.load(cfg, place, lora, adapter, seed, gradient_checkpointing)
-        model, self.tokenizer = loaded.model, loaded.tokenizer
-        self.model, self.device, self.model_id, self.unsloth = model, loaded.device, loaded.model_id, loaded.unsloth
+        model = self.model = loaded.model
+        self.tokenizer, self.device, self.model_id = loaded.tokenizer, loaded.device, loaded.model_id
+        self.unsloth = loaded.unsloth
         self.max_batch = cfg.batch_size
         self.times = BatchTimes()  # the last generate_batch call's
         budget = getattr(cfg, "kv_reuse_mb", 0) * 2**20

@@ -81,7 +81,7 @@ class RowSampler:
         for row, value in enumerate(values):
             self.logprobs[row].append(value)
         pinned = torch.full_like(scores, float("-inf"))
-        pinned.scatter_(1, chosen[:, None].to(scores.device), 0.0)
+        pinned.scatter_(1, chosen[:, None], 0.0)  # chosen is already on the logits' device
         return pinned
 
     def _mask(self, logits) -> None:
