@@ -187,7 +187,7 @@ def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int
     p, s, t = recipe.policy, recipe.simulator, recipe.train
     weights = weight_bytes(shape, p.load_in_4bit, _bytes_per_param(recipe))
     policy_kv = kv_bytes(shape, p.batch_size * episode_tokens)
-    kv = policy_kv
+    kv, sim_tokens = policy_kv, 0
     if recipe.shared_weights:  # one worker: a simulator batch never runs beside a policy batch
         history = ("The user asked for help and the assistant called a tool. " * 200)[: s.max_history_chars]
         _, tools = pool.sample(recipe.curriculum.knobs.num_tools.max, random.Random(0))
@@ -201,15 +201,30 @@ def memory_estimate(recipe: Recipe, shape: Shape, tokenizer, episode_tokens: int
     # at most one kept sequence per episode of a step (an episode's next turn replaces its last)
     episodes = t.tasks_per_step * recipe.rollout.rollouts_per_task
     kept = min(p.kv_reuse_mb * 2**20, kv_bytes(shape, episodes * episode_tokens))
-    return Estimate(weights=weights, generation_kv=kv, lora=lora, activations=activations, kept_kv=kept)
+    static = 0.0
+    if compiled_decode(recipe):  # batches that fit a static cache's row decode there, the rest eager
+        static = kv_bytes(shape, p.batch_size * p.static_cache_tokens)
+        longest = max(episode_tokens, sim_tokens)
+        kv = kv if longest > p.static_cache_tokens else 0.0
+    return Estimate(weights=weights, generation_kv=kv, lora=lora, activations=activations, kept_kv=kept,
+                    static_kv=static)
+
+
+def compiled_decode(recipe: Recipe) -> bool:
+    """The policy's backend decodes compiled, with static caches (`decode`; auto: on CUDA)."""
+    return recipe.policy.decode == "compiled" or (recipe.policy.decode == "auto" and _on_cuda(recipe))
 
 
 def _memory_row(recipe: Recipe, e: Estimate, episode_tokens: int) -> str:
     p, t = recipe.policy, recipe.train
     kind = "nf4" if p.load_in_4bit else {4.0: "fp32", 2.0: "16-bit"}[_bytes_per_param(recipe)]
+    kv = f" + KV {e.generation_kv / GIB:.1f} for {p.batch_size} x {episode_tokens:,}"
+    if e.static_kv:
+        kv = (f" + static caches {e.static_kv / GIB:.1f} for {p.batch_size} x {p.static_cache_tokens:,}"
+              + (kv + " (longer, eager)" if e.generation_kv else ""))
     kept = f" + earlier turns kept {e.kept_kv / GIB:.1f}" if e.kept_kv else ""
-    return (f"generation {e.generation / GIB:.1f} GiB (weights {e.weights / GIB:.1f} {kind} + KV {e.generation_kv / GIB:.1f} "
-            f"for {p.batch_size} x {episode_tokens:,}{kept}); training {e.training / GIB:.1f} GiB (+ LoRA/Adam {e.lora / GIB:.2f} "
+    return (f"generation {e.generation / GIB:.1f} GiB (weights {e.weights / GIB:.1f} {kind}{kv}{kept}); training "
+            f"{e.training / GIB:.1f} GiB ({'+ static caches + ' if e.static_kv else '+ '}LoRA/Adam {e.lora / GIB:.2f} "
             f"+ activations {e.activations / GIB:.1f} for {t.micro_batch_size} x {episode_tokens:,}"
             f"{', checkpointing' if t.gradient_checkpointing else ''}); peak {e.peak / GIB:.1f} GiB "
             "(with the CUDA context and 10% slack)")

@@ -107,14 +107,15 @@ class Estimate:
     lora: float
     activations: float
     kept_kv: float = 0.0  # earlier policy turns' keys and values, kept for reuse (freed at each update)
+    static_kv: float = 0.0  # compiled decoding's static caches: allocated once, held through training
 
     @property
     def generation(self) -> float:
-        return self.weights + self.generation_kv + self.kept_kv
+        return self.weights + self.static_kv + self.generation_kv + self.kept_kv
 
     @property
     def training(self) -> float:
-        return self.weights + self.lora + self.activations
+        return self.weights + self.static_kv + self.lora + self.activations
 
     @property
     def peak(self) -> float:

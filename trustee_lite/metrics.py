@@ -53,15 +53,16 @@ def episode_figures(trajectories: Sequence[Trajectory]) -> dict:
 
 
 def time_split(wall_s: float, policy_s: float, simulation_s: float, update_s: float, checkpoint_s: float,
-               prefill_s: float = 0.0, decode_s: float = 0.0) -> dict:
+               prefill_s: float = 0.0, decode_s: float = 0.0, compile_s: float = 0.0) -> dict:
     """Seconds of a step by kind: the policy's generation (and, of it, its prompt forwards and
     its token-by-token decoding), simulation, the update, the checkpoint, and the waiting
     (`other_s`: what they do not cover, never negative: on separate devices generation and
-    simulation may overlap). `training_s` is update and checkpoint together."""
+    simulation may overlap). `training_s` is update and checkpoint together; `compile_s`, the part
+    of generation (either role) spent in calls that compiled a new decode graph."""
     return {
         "wall_s": round(wall_s, 2), "policy_gen_s": round(policy_s, 2), "simulation_s": round(simulation_s, 2),
         "training_s": round(update_s + checkpoint_s, 2),
         "other_s": round(max(0.0, wall_s - policy_s - simulation_s - update_s - checkpoint_s), 2),
         "policy_prefill_s": round(prefill_s, 2), "policy_decode_s": round(decode_s, 2),
-        "update_s": round(update_s, 2), "checkpoint_s": round(checkpoint_s, 2),
+        "update_s": round(update_s, 2), "checkpoint_s": round(checkpoint_s, 2), "compile_s": round(compile_s, 2),
     }

@@ -166,6 +166,7 @@ class StepTimes:
     policy_decode_s: float = 0.0
     update_s: float = 0.0
     checkpoint_s: float = 0.0
+    compile_s: float = 0.0  # of generation, calls that compiled a new decode graph (compiled decoding)
 
 
 @dataclass(frozen=True)

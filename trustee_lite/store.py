@@ -86,7 +86,8 @@ ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT")
                  "trajectories": ("step INTEGER", "advantage REAL"), "turns": ("turn_reward REAL",),
                  "eval_results": ("figures TEXT",),
                  "steps": ("policy_prefill_s REAL", "policy_decode_s REAL", "update_s REAL", "checkpoint_s REAL",
-                           "prefill_tokens INTEGER", "reused_tokens INTEGER", "gpu_util REAL", "gpu_mem_gib REAL")}
+                           "prefill_tokens INTEGER", "reused_tokens INTEGER", "gpu_util REAL", "gpu_mem_gib REAL",
+                           "compile_s REAL")}
 
 
 class Store:

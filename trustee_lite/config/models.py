@@ -66,6 +66,12 @@ class ModelConfig(Section):
     load_in_4bit: bool = False  # transformers on CUDA: NF4 weights via bitsandbytes (QLoRA)
     # enable_thinking for chat templates that know it (Qwen3); null: the template's own default
     thinking: bool | None = None
+    # transformers: decode with static key/value caches and a compiled step (torch.compile, CUDA
+    # graphs), one graph per batch bucket; "auto": compiled on CUDA, eager elsewhere
+    decode: Literal["auto", "eager", "compiled"] = "auto"
+    # the static caches' slots per row (prompt and new tokens); a longer request decodes eager.
+    # They take batch_size x this many tokens of keys and values (`check` counts them).
+    static_cache_tokens: PositiveInt = 4096
 
 
 class LoraConfig(Section):
@@ -85,6 +91,9 @@ class PolicyConfig(ModelConfig):
     unsloth: bool = True  # with load_in_4bit: load and train through Unsloth when it is installed
     max_new_tokens: PositiveInt = 128  # per assistant turn
     max_response_tokens: PositiveInt = 512  # all assistant turns of one episode together
+    # When the simulator shares the policy's weights: simulator rows (adapter off) and policy rows
+    # (adapter on) may share one forward (PEFT's per-row adapter_names); such batches decode eager
+    mixed_batches: bool = False
     # A policy turn reuses the keys and values of the episode's earlier turns (kept in memory
     # beside the model, up to this many MiB; 0: every turn encodes the whole conversation again)
     kv_reuse_mb: NonNegInt = 1024

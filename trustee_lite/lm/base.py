@@ -60,12 +60,14 @@ class Completion:
 class BatchTimes:
     """Where a local backend's time went in one generate_batch call: the prompt's forward
     (prefill, up to the first token's logits) and the token-by-token rest (decode), and the
-    prompt tokens fed to the model or taken from its key/value cache instead."""
+    prompt tokens fed to the model or taken from its key/value cache instead; and, with compiled
+    decoding, the time of the calls that compiled a new graph."""
 
     prefill_s: float = 0.0
     decode_s: float = 0.0
     fed_tokens: int = 0
     reused_tokens: int = 0
+    compile_s: float = 0.0  # of the decode, the first calls of newly compiled shapes (compiling)
 
 
 class GenerationError(RuntimeError):
@@ -102,6 +104,8 @@ class Backend:
     remote: bool = False  # on a server: no local files, requests sent one by one (agenerate)
     times: BatchTimes | None = None  # where the last generate_batch call's time went (None: not kept)
     selective_logits: bool = True  # the model's forward takes `logits_to_keep` as a list of positions
+    compiled_decode: bool = False  # decodes with static caches and a compiled step (static_cache.py)
+    mixed_adapters: bool = False  # one batch may mix rows with the adapter on and off (batch_key says)
 
     @classmethod
     def check_runnable(cls, cfg, place: str) -> None:

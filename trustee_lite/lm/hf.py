@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from trustee_lite.config import ModelConfig
-from trustee_lite.lm import hf_load, quant
+from trustee_lite.lm import hf_load, quant, static_cache
 from trustee_lite.lm.base import (
     Backend,
     BatchTimes,
@@ -18,6 +19,7 @@ from trustee_lite.lm.base import (
     ContextLimit,
     GenerationError,
     GenRequest,
+    Sampling,
     template_kwargs,
 )
 from trustee_lite.lm.gpu_monitor import GpuMonitor, nvml_available
@@ -58,7 +60,31 @@ class TransformersBackend(Backend):
         inner.generation_config = hf_load.neutral_generation_config(inner, self.eos_ids, self.pad_id)
         self.context_window = hf_load.context_window(model, quant.UNSLOTH_MAX_SEQ_LENGTH if self.unsloth else None)
         self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
+        self.static = self._static_caches(cfg)  # compiled decoding (static_cache.py), or None: eager
+        self._mixed = getattr(cfg, "mixed_batches", False) and not self.unsloth  # Unsloth's LoRA: one state a batch
+        self._compiled: set[tuple] = set()  # (bucket, adapter on) shapes compiled so far
         torch.manual_seed(0)
+
+    def _static_caches(self, cfg: ModelConfig):
+        compiled = cfg.decode == "compiled" or (cfg.decode == "auto" and self.device == "cuda")
+        if not compiled:
+            return None
+        if self.unsloth:
+            log.info("transformers: Unsloth decodes its own way; decode: compiled applies without Unsloth")
+            return None
+        tokens = min(cfg.static_cache_tokens, self.context_window or cfg.static_cache_tokens)
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        caches = static_cache.StaticCaches(inner.config, tokens, cfg.batch_size)
+        static_cache.allow_recompiles(2 * len(caches.sizes) + 2)  # every bucket, adapter on and off
+        return caches
+
+    @property
+    def compiled_decode(self) -> bool:
+        return self.static is not None
+
+    @property
+    def mixed_adapters(self) -> bool:
+        return self._mixed and self.has_adapter
 
     @classmethod
     def check_runnable(cls, cfg: ModelConfig, place: str) -> None:
@@ -113,8 +139,9 @@ class TransformersBackend(Backend):
         return hasattr(self.model, "disable_adapter")
 
     def batch_key(self, request: GenRequest) -> tuple:
-        # Temperature, top-p, seeds and lengths are per row; only the weights must agree.
-        return (request.adapter and self.has_adapter,)
+        # Temperature, top-p, seeds and lengths are per row; only the weights must agree, unless
+        # rows choose their adapter (PEFT's adapter_names).
+        return () if self.mixed_adapters else (request.adapter and self.has_adapter,)
 
     def encode_messages(self, messages, thinking: bool | None = None) -> list[int]:
         kwargs = template_kwargs(self.tokenizer.chat_template or "", thinking)
@@ -156,10 +183,34 @@ class TransformersBackend(Backend):
         return results
 
     def _generate(self, requests: list[GenRequest], prompts: list[list[int]]) -> list[Completion]:
+        real = len(requests)
+        width = max(len(p) for p in prompts)
+        static = self.static
+        if static is not None and width + max(r.sampling.max_new_tokens for r in requests) > static.tokens:
+            static = None  # longer than the static caches' rows: this batch decodes eager
+        if static is not None and len({r.adapter for r in requests}) > 1:
+            static = None  # rows with and without the adapter: each pattern would compile anew
+        if static is not None:  # fill the bucket with rows that end at their first token
+            bucket = static_cache.bucket_for(real, static.sizes)
+            filler = replace(requests[0], sampling=Sampling(0), json_schema=None, logprobs=False)
+            requests, prompts = requests + [filler] * (bucket - real), prompts + [prompts[0]] * (bucket - real)
+        try:
+            return self._decode(requests, prompts, width, static, real)
+        except Exception as err:
+            import torch
+
+            if static is None or isinstance(err, torch.OutOfMemoryError):
+                raise
+            log.warning("transformers: compiled decoding failed (%s); decoding eager from now on", first_line(err))
+            self.static = None
+            return self._decode(requests[:real], prompts[:real], width, None, real)
+
+    def _decode(self, requests, prompts, width: int, static, real: int) -> list[Completion]:
+        """One batched generate, eager or (`static`: the caches) compiled; the first `real` rows'
+        completions (the rest fill a bucket)."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):  # left padding: every row ends where generation starts
@@ -168,34 +219,48 @@ class TransformersBackend(Backend):
         reuses = self._reuses(requests, prompts)
         cached = width - max(len(p) - r.tokens for p, r in zip(prompts, reuses))  # slots no row must feed: the cache
         reuses = [Reuse(r.kv, max(0, min(r.tokens, len(p) - (width - cached)))) for p, r in zip(prompts, reuses)]
-        cache = None
-        if self.prefix_cache is not None and any(_reusing(r) for r in requests):
-            from transformers import DynamicCache
-
-            cache = batch_cache(reuses, cached, DynamicCache) if cached else DynamicCache()
         sampler = RowSampler([r.sampling for r in requests], self.eos_ids, width, self._constraints(requests), self._schemas)
         config = GenerationConfig(
             max_new_tokens=max(r.sampling.max_new_tokens for r in requests), do_sample=False, num_beams=1,
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+            compile_config=static_cache.compile_config(self.device) if static is not None else None,
         )
-        switch_off = not requests[0].adapter and self.has_adapter
+        per_row = len({r.adapter for r in requests}) > 1  # a mixed batch: each row names its adapter
+        switch_off = not requests[0].adapter and self.has_adapter and not per_row
+        shape = (len(requests), not switch_off)
+        adapters = {"adapter_names": [self.model.active_adapter if r.adapter else "__base__" for r in requests]
+                    } if per_row else {}
         start = time.perf_counter()
         with torch.inference_mode(), (self.model.disable_adapter() if switch_off else contextlib.nullcontext()):
-            out = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                generation_config=config, logits_processor=LogitsProcessorList([sampler]),
-                **({self._cache_argument: cache} if cache is not None else {}),
-            )
+            cache = None
+            if static is not None:
+                cache = static.take(len(requests))[1]
+                if cached:
+                    batch_cache(reuses, cached, lambda: cache)
+            elif self.prefix_cache is not None and any(_reusing(r) for r in requests):
+                from transformers import DynamicCache
+
+                cache = batch_cache(reuses, cached, DynamicCache) if cached else DynamicCache()
+            with static_cache.quantised_compile(self.model) if static is not None else contextlib.nullcontext():
+                out = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+                    **adapters, **({self._cache_argument: cache} if cache is not None else {}),
+                )
         end = time.perf_counter()
         first = sampler.first_logits_at or end
         self.times.prefill_s += first - start
         self.times.decode_s += end - first
-        self.times.reused_tokens += sum(r.tokens for r in reuses)
-        self.times.fed_tokens += sum(len(p) for p in prompts) - sum(r.tokens for r in reuses)
+        if static is not None and shape not in self._compiled:
+            self._compiled.add(shape)
+            self.times.compile_s += end - first
+        policy = [(p, r) for p, r, q in zip(prompts, reuses, requests) if q.adapter]  # the figures are the policy's
+        self.times.reused_tokens += sum(r.tokens for _, r in policy)
+        self.times.fed_tokens += sum(len(p) - r.tokens for p, r in policy)
         new = out[:, width:].tolist()
-        done = [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests)]
-        if cache is not None:
-            self._keep(cache, requests, prompts, done, width)
+        done = [self._completion(row, req, prompts[row], new[row], sampler) for row, req in enumerate(requests[:real])]
+        if cache is not None and self.prefix_cache is not None:
+            self._keep(cache, requests[:real], prompts, done, width)
         return done
 
     def _reuses(self, requests: list[GenRequest], prompts: list[list[int]]) -> list[Reuse]:

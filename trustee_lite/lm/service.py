@@ -27,6 +27,7 @@ class ServiceStats:
     decode_s: float = 0.0  # the tokens after
     fed_tokens: int = 0  # prompt tokens the model encoded
     reused_tokens: int = 0  # prompt tokens whose keys and values came from earlier turns
+    compile_s: float = 0.0  # batches of either role that compiled a new decode graph (BatchTimes)
 
     @property
     def mean_batch(self) -> float:
@@ -139,15 +140,17 @@ class GenerationService:
             results, times = [GenerationError(f"{self.backend.name}: {err}")] * len(requests), None
         spent = time.perf_counter() - start
         self.stats.busy_s += spent
-        if requests[0].adapter:
-            self.stats.busy_adapter_on_s += spent
-            if times is not None:
-                self.stats.prefill_s += times.prefill_s
-                self.stats.decode_s += times.decode_s
-                self.stats.fed_tokens += times.fed_tokens
-                self.stats.reused_tokens += times.reused_tokens
-        else:
-            self.stats.busy_adapter_off_s += spent
+        if times is not None:
+            self.stats.compile_s += times.compile_s
+        # a batch mixing both (Backend.mixed_adapters): each side its share of the rows
+        share = sum(1 for r in requests if r.adapter) / len(requests)
+        self.stats.busy_adapter_on_s += spent * share
+        self.stats.busy_adapter_off_s += spent * (1 - share)
+        if share and times is not None:
+            self.stats.prefill_s += times.prefill_s * share
+            self.stats.decode_s += times.decode_s * share
+            self.stats.fed_tokens += times.fed_tokens  # the backend counts the policy's rows alone
+            self.stats.reused_tokens += times.reused_tokens
         self.stats.batches += 1
         self.stats.requests += len(requests)
         for (_, future), result in zip(group, results):

@@ -14,7 +14,7 @@ from trustee_lite.train.grpo import turn_spans
 STEP_FIGURES = ("mean_reward", "std_reward", "success_batch", "success_rolling", "level", "next_level", "aborted",
                 "episodes", "policy_tokens", "simulator_tokens", "loss", "kl", "wall_s", "policy_gen_s",
                 "simulation_s", "training_s", "other_s", "policy_prefill_s", "policy_decode_s", "update_s",
-                "checkpoint_s", "prefill_tokens", "reused_tokens", "gpu_util", "gpu_mem_gib")
+                "checkpoint_s", "prefill_tokens", "reused_tokens", "gpu_util", "gpu_mem_gib", "compile_s")
 
 
 @dataclass

@@ -219,7 +219,7 @@ def _marks(runtime: Runtime) -> dict:
     sim, policy = runtime.sim.stats, runtime.policy_service.stats
     return {"policy_s": policy.busy_adapter_on_s, "sim_s": runtime.sim_service.stats.busy_adapter_off_s,
             "prefill_s": policy.prefill_s, "decode_s": policy.decode_s, "prefill_tokens": policy.fed_tokens,
-            "reused_tokens": policy.reused_tokens,
+            "reused_tokens": policy.reused_tokens, "compile_s": _compile_s(runtime),
             "simulator_tokens": sim.tokens, "cache_hits": sim.cache_hits, "cache_misses": sim.cache_misses}
 
 
@@ -235,7 +235,15 @@ def _step_time_split(runtime: Runtime, marks: dict, wall_s: float, update_s: flo
     policy = runtime.policy_service.stats
     return time_split(wall_s, policy.busy_adapter_on_s - marks["policy_s"],
                       runtime.sim_service.stats.busy_adapter_off_s - marks["sim_s"], update_s, checkpoint_s,
-                      policy.prefill_s - marks["prefill_s"], policy.decode_s - marks["decode_s"])
+                      policy.prefill_s - marks["prefill_s"], policy.decode_s - marks["decode_s"],
+                      _compile_s(runtime) - marks["compile_s"])
+
+
+def _compile_s(runtime: Runtime) -> float:
+    """Seconds either role's backend spent in calls that compiled a decode graph (one service
+    when the roles share the weights)."""
+    services = {id(s): s for s in (runtime.policy_service, runtime.sim_service)}.values()
+    return sum(s.stats.compile_s for s in services)
 
 
 def _summary_line(step, total, level, new_level, figures, update, split, gpu: GpuFigures | None = None) -> str:
@@ -248,6 +256,7 @@ def _summary_line(step, total, level, new_level, figures, update, split, gpu: Gp
             f" (policy {split['policy_gen_s']:.1f} [prefill {split['policy_prefill_s']:.1f}"
             f" decode {split['policy_decode_s']:.1f}] sim {split['simulation_s']:.1f} update {split['update_s']:.1f}"
             f" checkpoint {split['checkpoint_s']:.1f} waiting {split['other_s']:.1f})"
+            + (f" | compiling {split['compile_s']:.1f}s" if split.get("compile_s") else "")
             + (f" | GPU {gpu.utilisation:.0f}% busy, {gpu.memory_gib:.1f} GiB" if gpu is not None else ""))
 
 
@@ -266,7 +275,7 @@ def _summary(store: Store, state: RunState, runtime: Runtime, status: str, level
         "median_step_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
         **{name: round(totals.seconds.get(name, 0.0), 2) for name in (
             "policy_gen_s", "policy_prefill_s", "policy_decode_s", "simulation_s", "training_s", "update_s",
-            "checkpoint_s", "other_s")},
+            "checkpoint_s", "other_s", "compile_s")},
     }
     if totals.gpu:  # this process's steps on a GPU: their mean utilisation, the most memory any used
         summary["gpu_util"] = round(mean(g.utilisation for g in totals.gpu), 1)
