@@ -17,6 +17,7 @@ TEXTS = ["What is the weather in Paris today?", "Hi", "Book a table for two at e
 
 def test_buckets_are_powers_of_two_up_to_the_batch_size():
     assert bucket_sizes(1) == (1,) and bucket_sizes(8) == (1, 2, 4, 8) and bucket_sizes(12) == (1, 2, 4, 8, 12)
+    assert bucket_sizes(6144, 1024) == (1024, 2048, 4096, 6144) and bucket_sizes(256, 1024) == (256,)
     assert [bucket_for(n, bucket_sizes(12)) for n in (1, 3, 5, 9, 12)] == [1, 4, 8, 12, 12]
     with pytest.raises(ValueError):
         bucket_for(13, bucket_sizes(12))
@@ -25,13 +26,17 @@ def test_buckets_are_powers_of_two_up_to_the_batch_size():
 def test_smaller_buckets_are_views_of_the_largest(smol_backend):
     import torch
 
-    caches = StaticCaches(smol_backend.model.config, 32, 4)
+    caches = StaticCaches(smol_backend.model.config, 2048, 4)
+    assert caches.sizes == (1, 2, 4) and caches.lengths == (1024, 2048)
     shape = (1, smol_backend.model.config.num_key_value_heads, 3, smol_backend.model.config.head_dim)
     with torch.inference_mode():
-        _, small = caches.take(2)
+        bucket, small = caches.take(2, 600)
+        assert bucket == (2, 1024)
         small.update(torch.ones((2,) + shape[1:]), torch.ones((2,) + shape[1:]), 0)
-        _, large = caches.take(4)  # emptied: the small one's rows with it
-        assert large.layers[0].keys.shape[0] == 4 and float(large.layers[0].keys.abs().sum()) == 0
+        assert small.layers[0].keys.shape == (2, shape[1], 1024, shape[3])
+        _, large = caches.take(4, 1500)  # emptied: the small one's rows with it
+        assert large.layers[0].keys.shape == (4, shape[1], 2048, shape[3])
+        assert float(large.layers[0].keys.abs().sum()) == 0
         assert small.layers[0].keys.data_ptr() == large.layers[0].keys.data_ptr()
 
 
@@ -56,7 +61,7 @@ def test_compiled_decoding_gives_the_eager_tokens_and_logprobs(smol_backend):
                 assert compiled.times.compile_s == 0 and compiled.times.reused_tokens > 0
             follow = smol_backend.encode_messages([{"role": "user", "content": "And tomorrow?"}])
             prompts = [p + list(c.token_ids) + follow for p, c in zip(prompts, eager)]
-        assert compiled._compiled == {(4, True)} and compiled.compiled_decode  # no fall back to eager
+        assert compiled._compiled == {(4, 256, True)} and compiled.compiled_decode  # no fall back to eager
         assert hasattr(compiled.model, "_compiled_call")  # transformers compiled the decode step
     finally:
         compiled.close()

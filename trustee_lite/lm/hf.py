@@ -62,7 +62,7 @@ class TransformersBackend(Backend):
         self._schemas = None  # xgrammar's compiler, made on the first JSON-schema request
         self.static = self._static_caches(cfg)  # compiled decoding (static_cache.py), or None: eager
         self._mixed = getattr(cfg, "mixed_batches", False) and not self.unsloth  # Unsloth's LoRA: one state a batch
-        self._compiled: set[tuple] = set()  # (bucket, adapter on) shapes compiled so far
+        self._compiled: set[tuple] = set()  # (rows, slots, adapter on) shapes decoded so far
         torch.manual_seed(0)
 
     def _static_caches(self, cfg: ModelConfig):
@@ -75,7 +75,7 @@ class TransformersBackend(Backend):
         tokens = min(cfg.static_cache_tokens, self.context_window or cfg.static_cache_tokens)
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         caches = static_cache.StaticCaches(inner.config, tokens, cfg.batch_size)
-        static_cache.allow_recompiles(2 * len(caches.sizes) + 2)  # every bucket, adapter on and off
+        static_cache.allow_recompiles(2 * len(caches.sizes) * len(caches.lengths) + 2)  # adapter on and off
         return caches
 
     @property
@@ -227,14 +227,14 @@ class TransformersBackend(Backend):
         )
         per_row = len({r.adapter for r in requests}) > 1  # a mixed batch: each row names its adapter
         switch_off = not requests[0].adapter and self.has_adapter and not per_row
-        shape = (len(requests), not switch_off)
         adapters = {"adapter_names": [self.model.active_adapter if r.adapter else "__base__" for r in requests]
                     } if per_row else {}
         start = time.perf_counter()
         with torch.inference_mode(), (self.model.disable_adapter() if switch_off else contextlib.nullcontext()):
             cache = None
             if static is not None:
-                cache = static.take(len(requests))[1]
+                bucket, cache = static.take(len(requests), width + config.max_new_tokens)
+                shape = (*bucket, not switch_off)
                 if cached:
                     batch_cache(reuses, cached, lambda: cache)
             elif self.prefix_cache is not None and any(_reusing(r) for r in requests):
@@ -251,7 +251,7 @@ class TransformersBackend(Backend):
         first = sampler.first_logits_at or end
         self.times.prefill_s += first - start
         self.times.decode_s += end - first
-        if static is not None and shape not in self._compiled:
+        if static is not None and shape not in self._compiled:  # a new shape: compiled, or its CUDA graph recorded
             self._compiled.add(shape)
             self.times.compile_s += end - first
         policy = [(p, r) for p, r, q in zip(prompts, reuses, requests) if q.adapter]  # the figures are the policy's
