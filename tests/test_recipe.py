@@ -170,3 +170,20 @@ def test_bad_set_is_one_line_exit_2(setting, expected, capsys):
     assert main(["check", str(ROOT / "recipes" / "smoke.yaml"), "--set", setting]) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+def test_numbers_as_people_write_them(tmp_path):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; recipes and --set take it as the number."""
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n  kl_coef: 5E-3\npolicy:\n  temperature: 1E0\n")
+    recipe = load_recipe(path, ["train.weight_decay=5e-6"])
+    assert (recipe.train.learning_rate, recipe.train.kl_coef, recipe.policy.temperature) == (1e-4, 5e-3, 1.0)
+    assert recipe.train.weight_decay == 5e-6
+
+
+@pytest.mark.parametrize("value", ["2.5", '"2"', "1E3"])
+def test_integer_fields_still_refuse_what_is_not_an_integer(value, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"train:\n  steps: {value}\n")
+    with pytest.raises(UserError, match="train.steps"):
+        load_recipe(path)

@@ -5,6 +5,7 @@ overrides are laid over the file's values first."""
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,23 @@ from trustee_lite.config.common import FieldProblem, local_path
 from trustee_lite.config.models import EMBEDDED
 from trustee_lite.config.run import Recipe
 from trustee_lite.errors import UserError, UserErrors
+
+
+class NumbersLoader(yaml.SafeLoader):
+    """YAML as people write it: `1e-4`, `5e-6` and `1E3` are numbers (YAML 1.2), where YAML 1.1,
+    which PyYAML reads, wants a dot (`1.0e-4`) and reads them as strings."""
+
+
+NumbersLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str):
+    """yaml.safe_load, with exponent floats read as numbers (NumbersLoader)."""
+    return yaml.load(text, Loader=NumbersLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -28,7 +46,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise UserError(str(path), f"cannot read recipe: {err.__class__.__name__}") from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -50,7 +68,7 @@ def apply_override(data: dict, setting: str) -> None:
     if not sep or not all(parts):
         raise UserError(f"--set {setting}", "must be section.key=value, e.g. train.learning_rate=0")
     try:
-        value = yaml.safe_load(text)
+        value = read_yaml(text)
     except yaml.YAMLError:
         raise UserError(f"--set {setting}", "the value is not valid YAML") from None
     node = data

@@ -22,6 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from trustee_lite.config.loading import read_yaml
 from trustee_lite.env.pool.schema_types import to_json_schema
 from trustee_lite.errors import UserError
 from trustee_lite.progress import counted
@@ -148,7 +149,7 @@ def read_document(path: Path) -> Any:
         raise UserError(str(path), f"cannot read: {err}") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
+            return read_yaml(text)
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(path.name, f"line {err.lineno}: invalid JSON: {err.msg}") from None
