@@ -75,14 +75,23 @@ def test_a_card_too_small_is_refused(family_dirs, answering_server, tmp_path, ca
     assert "exceeds a card of 0.5 GiB (--gpu)" in err and "memory" in out
 
 
-def test_a_gpu_recipe_without_a_gpu_or_gpu_flag_is_refused(family_dirs, answering_server, tmp_path, capsys):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("checks the machine without CUDA")
+def test_a_gpu_recipe_without_a_gpu_or_gpu_flag_is_refused(family_dirs, answering_server, tmp_path, capsys,
+                                                            monkeypatch):
+    monkeypatch.setattr("trustee_lite.check.local_card", lambda: None)  # a machine without CUDA
     recipe = with_tiny_models("laptop-8gb.yaml", family_dirs["qwen3"], tmp_path, answering_server)
     assert main(["check", str(recipe)]) == 2
     assert "this recipe needs an NVIDIA GPU and none is here" in capsys.readouterr().err
+
+
+def test_gpu_answers_for_the_card_named_and_no_flag_for_the_local_card(family_dirs, answering_server, tmp_path,
+                                                                       capsys, monkeypatch):
+    monkeypatch.setattr("trustee_lite.check.local_card", lambda: (141 * 2**30, "NVIDIA H200"))  # a big local card
+    recipe = with_tiny_models("desktop-24gb.yaml", family_dirs["qwen3"], tmp_path, answering_server)
+    assert main(["check", str(recipe), "--gpu", "0.5"]) == 2
+    out, err = capsys.readouterr()
+    assert "a card of 0.5 GiB (--gpu): needs" in out and "H200" not in out + err
+    assert main(["check", str(recipe)]) == 0
+    assert "NVIDIA H200, 141.0 GiB: fits" in capsys.readouterr().out
 
 
 def test_a_model_without_a_chat_template_is_refused(family_dirs, tmp_path, capsys):

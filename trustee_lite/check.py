@@ -248,15 +248,24 @@ def _on_cuda(recipe: Recipe) -> bool:
     return recipe.policy.device == "auto" and torch.cuda.is_available()
 
 
-def card(recipe: Recipe, estimate: Estimate, gpu_gib: float | None) -> tuple[str, str | None]:
-    """The memory to compare with, and a problem if the recipe cannot run on it."""
+def local_card() -> tuple[float, str] | None:
+    """This machine's first CUDA card: its memory in bytes and its name (None: no CUDA here)."""
     import torch
 
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        total, name = props.total_memory, f"{props.name}, {props.total_memory / GIB:.1f} GiB"
-    elif gpu_gib is not None:
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return props.total_memory, props.name
+
+
+def card(recipe: Recipe, estimate: Estimate, gpu_gib: float | None) -> tuple[str, str | None]:
+    """The memory to compare with (the card --gpu names, else the local card, else the RAM for
+    a CPU recipe), and a problem if the recipe cannot run on it."""
+    local = local_card() if gpu_gib is None else None
+    if gpu_gib is not None:
         total, name = gpu_gib * GIB, f"a card of {gpu_gib:g} GiB (--gpu)"
+    elif local is not None:
+        total, name = local[0], f"{local[1]}, {local[0] / GIB:.1f} GiB"
     elif _needs_cuda(recipe):
         return ("no CUDA device here", "this recipe needs an NVIDIA GPU and none is here "
                 "(--gpu GIB checks it against a card of that size)")
