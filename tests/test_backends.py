@@ -142,7 +142,7 @@ def test_each_backend_declares_what_it_implements_on_the_interface():
     classes = {name: backend_class(name) for name in BACKENDS}
     assert {name: implemented(cls) for name, cls in classes.items()} == {
         "transformers": {"check_runnable", "batch_key", "generate_batch", "close", "attach_lora", "set_mode",
-                         "weights_changed", "selective_logits", "gpu_monitor"},
+                         "weights_changed", "selective_logits", "gpu_monitor", "compiled_decode", "mixed_adapters"},
         "llama_cpp": {"generate_batch", "close"},
         "openai": {"remote", "check_runnable", "agenerate", "aclose"},
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 
 from trustee_lite.cli import calibrate, check, compare, report, simulate, tools, train
@@ -73,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything finished so far is recorded", file=sys.stderr)
         return 130
+    except sqlite3.Error as err:  # after the store opened: a full disk, a lock past its timeout, a damaged page
+        from trustee_lite.store import Store
+
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"database {Store.last or getattr(args, 'db', '')}: {cause} (SQLite); what was committed before is kept",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

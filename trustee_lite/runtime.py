@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,12 @@ def recorded_run(store: Store, kind: str, recipe: Recipe, seed: int, run_id: int
             log.warning("run %d: no summary (%s)", run.id, err)
             summary = {}
         run.summary = {**summary, **({"failure": failure} if failure else {})}
-        store.finish_run(run.id, run.status, run.summary)
+        try:
+            store.finish_run(run.id, run.status, run.summary)
+        except sqlite3.Error:
+            if failure is None and run.status != "interrupted":
+                raise
+            log.warning("run %d: its end could not be recorded", run.id)  # the error that ended it goes on
 
 
 @dataclass

@@ -10,6 +10,7 @@ leaves every finished record intact.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -90,12 +91,30 @@ ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT")
                            "compile_s REAL")}
 
 
+RECOVER = ("to recover: restore a copy, or `sqlite3 FILE .recover | sqlite3 recovered.sqlite`; the adapters of "
+           "training runs are kept in their folders (runs/NAME/checkpoints)")
+
+
 class Store:
+    """The SQLite file of a project: the simulation cache and the run record.
+
+    Opening checks the file before anything is written into it: one that is read-only (the file
+    or its folder: SQLite writes its journal beside it) or damaged (`PRAGMA quick_check`, about
+    1 s on a 1 GB file) is refused in one line. SQLite errors after opening (a full disk, a
+    database locked past the timeout) end the command in one line naming the file (__main__,
+    through `Store.last`)."""
+
+    last: Path | None = None  # the file opened last: the one an SQLite error is about
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._refuse_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            existed = self.path.is_file() and self.path.stat().st_size > 0
             self.db = sqlite_utils.Database(self.path)
+            if existed:
+                self._refuse_damaged()
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against a killed process
             self.db.execute("PRAGMA busy_timeout=5000")
@@ -106,7 +125,27 @@ class Store:
                 self._add_new_columns()
         except (OSError, sqlite3.DatabaseError) as err:
             raise UserError(f"database {self.path}", f"cannot open: {err}") from None
+        Store.last = self.path
 
+    def _refuse_read_only(self) -> None:
+        folder = self.path.parent if self.path.parent.exists() else None
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise UserError(f"database {self.path}", "the file is read-only: nothing can be recorded (make it "
+                            "writable, or name another file with --db)")
+        if folder is not None and not os.access(folder, os.W_OK):
+            raise UserError(f"database {self.path}", f"its folder {folder} is read-only: SQLite keeps its journal "
+                            "beside the file (name a file in a writable folder with --db)")
+
+    def _refuse_damaged(self) -> None:
+        try:
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as err:
+            problems = [str(err)]
+        if problems != ["ok"]:
+            self.db.close()
+            first = " ".join(problems[0].replace("*** in database main ***", "").split())[:160]
+            raise UserError(f"database {self.path}", f"damaged ({first}); nothing was written to it; "
+                            + RECOVER.replace("FILE", str(self.path)))
     @classmethod
     def existing(cls, path: str | Path, first: str) -> Store:
         """A database a command only reads: refused in one line when there is none (`first`: the
