@@ -1,6 +1,6 @@
-"""Stop a real training run with Ctrl-C, then kill it (SIGKILL) during generation, during the
-update and during a checkpoint write; the same command then finishes it: every step recorded
-once, nothing counted twice."""
+"""Stop a real training run with Ctrl-C, then with SIGTERM during generation, then kill it
+(SIGKILL) during the update and during a checkpoint write; the same command then finishes it:
+every step recorded once, nothing counted twice."""
 
 from __future__ import annotations
 
@@ -48,19 +48,20 @@ def command(tmp: Path) -> list[str]:
             "--db", str(tmp / "db.sqlite"), "--out", str(tmp / "out")]
 
 
-def run_until_killed(tmp: Path, marker: str) -> str:
-    """Start the run, SIGKILL it as soon as `marker` shows in its log; return the log."""
+def run_until_killed(tmp: Path, marker: str, how: signal.Signals = signal.SIGKILL) -> str:
+    """Start the run, send `how` as soon as `marker` shows in its log; return the log."""
     proc = subprocess.Popen(command(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
     seen = []
     for line in proc.stderr:
         seen.append(line)
         if marker in line:
-            proc.kill()
+            proc.send_signal(how)
             break
+    seen += proc.stderr.readlines()
     proc.wait(timeout=120)
     log = "".join(seen)
     assert marker in log, f"the run ended before {marker!r}:\n{log[-3000:]}"
-    assert proc.returncode == -9
+    assert proc.returncode == (-9 if how == signal.SIGKILL else 130), log[-3000:]
     return log
 
 
@@ -86,7 +87,10 @@ def test_killed_three_times_then_finished(tmp_path):
     assert stopped["status"] == "interrupted" and stopped["steps"] == 1  # step 1 finished and committed
     assert (tmp_path / "out" / "checkpoints" / "step-000001" / "adapter_model.safetensors").is_file()
 
-    run_until_killed(tmp_path, "step 2: rollouts")  # during generation
+    log = run_until_killed(tmp_path, "step 2: rollouts", signal.SIGTERM)  # during generation: stops at once
+    assert "interrupted; everything finished so far is recorded" in log
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:
+        assert con.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
     log = run_until_killed(tmp_path, "step 2: update")  # during the update
     assert "resuming run 1 at step 2" in log
     run_until_killed(tmp_path, "step 3: checkpoint")  # during the checkpoint write

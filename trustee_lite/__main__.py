@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sqlite3
 import sys
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from trustee_lite.errors import UserError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command].run(args)
     except UserError as err:
@@ -81,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database {Store.last or getattr(args, 'db', '')}: {cause} (SQLite); what was committed before is kept",
               file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a process manager, `kill`, `timeout`) stops a command as a second Ctrl-C does:
+    at once, the run recorded `interrupted`, resumable from its last committed step."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trustee_lite.config import Recipe
@@ -19,7 +19,7 @@ KEEP_LATEST = 2  # resume checkpoints kept besides the every-K ones
 
 @dataclass
 class RunState:
-    run_id: int
+    run_id: int | None  # None: a new run, its row not written yet (begin_run writes it)
     next_step: int  # the first step still to run
     level: int
     estimator: SuccessEstimator
@@ -38,17 +38,14 @@ def checkpoint_dir(out_dir: Path, step: int) -> Path:
     return out_dir / "checkpoints" / f"step-{step:06d}"
 
 
-def open_run(store: Store, recipe: Recipe, out_dir: Path, seed: int, fresh: bool) -> RunState:
-    """Resume the latest training run writing to out_dir, or start a new one."""
+def plan_run(store: Store, recipe: Recipe, out_dir: Path, seed: int, fresh: bool) -> RunState:
+    """What `train` will do: resume the latest training run writing to out_dir (refused in one
+    line if it cannot be), or start a new one. Writes nothing: before any model loads."""
     cur = recipe.curriculum
     new_estimator = SuccessEstimator(cur.estimator, cur.window, cur.ema_alpha)
     run = None if fresh else store.latest_run("train", str(out_dir))
     if run is None:
-        if fresh:
-            for name in ("checkpoints", "adapter"):
-                shutil.rmtree(out_dir / name, ignore_errors=True)
-        run_id = store.start_run("train", recipe.name, seed, recipe.model_dump(mode="json"), str(out_dir), recipe_hash(recipe))
-        return RunState(run_id, 1, cur.initial_level, new_estimator, None)
+        return RunState(None, 1, cur.initial_level, new_estimator, None)
     if run["recipe_hash"] != recipe_hash(recipe):
         raise UserError(recipe.source, f"differs from the recipe of the run being resumed in {out_dir} "
                         "(use --fresh to start over, or another --out)")
@@ -56,17 +53,35 @@ def open_run(store: Store, recipe: Recipe, out_dir: Path, seed: int, fresh: bool
         raise UserError("--seed", f"{seed} differs from the seed {run['seed']} of the run in {out_dir} (use --fresh)")
     last = store.last_step(run["id"])
     done = last["step"] if last else 0
-    discarded = store.discard_after(run["id"], done)
-    store.set_run_status(run["id"], "running")
     if last is None:
-        return RunState(run["id"], 1, cur.initial_level, new_estimator, None, discarded)
+        return RunState(run["id"], 1, cur.initial_level, new_estimator, None)
     checkpoint = Path(last["checkpoint"])
     state_file = checkpoint / "state.json"
     if not state_file.is_file():
         raise UserError(str(checkpoint), f"checkpoint of step {done} is missing; cannot resume (use --fresh)")
     state = json.loads(state_file.read_text(encoding="utf-8"))
-    return RunState(run["id"], done + 1, state["level"], SuccessEstimator.from_state(state["estimator"]),
-                    checkpoint, discarded)
+    return RunState(run["id"], done + 1, state["level"], SuccessEstimator.from_state(state["estimator"]), checkpoint)
+
+
+def open_run(store: Store, recipe: Recipe, out_dir: Path, seed: int, fresh: bool) -> RunState:
+    """plan_run, then begin_run at once (nothing to load between them)."""
+    return begin_run(store, recipe, out_dir, seed, fresh, plan_run(store, recipe, out_dir, seed, fresh))
+
+
+def begin_run(store: Store, recipe: Recipe, out_dir: Path, seed: int, fresh: bool, state: RunState) -> RunState:
+    """Write the planned run, once the tool pool and the models are known good: a new run's row
+    (after --fresh removes the folder's old checkpoints), or a resumed run back to `running`,
+    the trajectories of its unfinished step removed."""
+    if state.run_id is None:
+        if fresh:
+            for name in ("checkpoints", "adapter"):
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+        run_id = store.start_run("train", recipe.name, seed, recipe.model_dump(mode="json"), str(out_dir),
+                                 recipe_hash(recipe))
+        return replace(state, run_id=run_id)
+    discarded = store.discard_after(state.run_id, state.next_step - 1)
+    store.set_run_status(state.run_id, "running")
+    return replace(state, discarded=discarded)
 
 
 def prune_checkpoints(out_dir: Path, every: int, final_step: int) -> None:

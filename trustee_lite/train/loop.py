@@ -25,7 +25,14 @@ from trustee_lite.progress import duration, run_eta, say
 from trustee_lite.records import StepRecord, StepTimes, TaskDraft, Trajectory
 from trustee_lite.runtime import Run, Runtime, open_runtime, preflight, recorded_run
 from trustee_lite.store import Store
-from trustee_lite.train.checkpoints import RunState, checkpoint_dir, export_adapter, open_run, prune_checkpoints
+from trustee_lite.train.checkpoints import (
+    RunState,
+    begin_run,
+    checkpoint_dir,
+    export_adapter,
+    plan_run,
+    prune_checkpoints,
+)
 from trustee_lite.train.curriculum import move_level
 from trustee_lite.train.grpo import step_advantages, training_samples
 from trustee_lite.train.learner import Learner
@@ -39,13 +46,14 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
     preflight(recipe)
     check_installed(recipe.train.report_to, recipe.source)
     start = time.perf_counter()
-    state = open_run(store, recipe, out_dir, seed, fresh)  # a resume error shows before models load
-    if state.next_step > 1:
-        say(f"resuming run {state.run_id} at step {state.next_step} (level {state.level}"
-                         + (f"; {state.discarded} trajectories of the unfinished step dropped" if state.discarded else "")
-                         + ")")
-    with recorded_run(store, "train", recipe, seed, run_id=state.run_id) as run:
-        async with open_runtime(recipe, store) as runtime:
+    state = plan_run(store, recipe, out_dir, seed, fresh)  # a resume error shows before models load
+    async with open_runtime(recipe, store) as runtime:
+        # the run is written once the tool pool and the models are known good
+        state = begin_run(store, recipe, out_dir, seed, fresh, state)
+        if state.next_step > 1:
+            say(f"resuming run {state.run_id} at step {state.next_step} (level {state.level}"
+                + (f"; {state.discarded} trajectories of the unfinished step dropped" if state.discarded else "") + ")")
+        with recorded_run(store, "train", recipe, seed, run_id=state.run_id) as run:
             store.set_tool_names(state.run_id, runtime.pool.original_names)
             return await run_training(runtime, run, state, out_dir, seed, steps or recipe.train.steps, start)
 
