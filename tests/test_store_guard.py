@@ -88,3 +88,22 @@ def test_a_read_only_file_is_refused_for_an_ordinary_user(tmp_path):
         for p in folder.iterdir():
             p.unlink()
         folder.rmdir()
+
+
+def test_compare_and_report_show_how_a_run_ended(tmp_path):
+    from trustee_lite.evaluation.tables import compare_view
+    from trustee_lite.report import data
+
+    path = tmp_path / "t.sqlite"
+    with Store(path) as store:
+        ok, failed = store.start_run("eval", "smoke", 0, {}), store.start_run("eval", "smoke", 1, {})
+        for run in (ok, failed):
+            store.add_eval_result(run, {"adapter": None, "adapter_step": None, "benchmark": "bfcl",
+                                        "category": "simple_python", "count": 2, "score": 0.5, "errors": {}})
+        store.finish_run(ok, "done", {})
+        store.finish_run(failed, "failed", {"failure": "transformers: CUDA out of memory"})
+        series = {r.id: r for r in data.runs(store)}
+    assert (series[failed].status, series[failed].failure) == ("failed", "transformers: CUDA out of memory")
+    assert series[ok].failure is None
+    view = compare_view(str(path), None)
+    assert f"run {failed} (eval): failed: transformers: CUDA out of memory" in view and f"run {ok} (eval)" not in view

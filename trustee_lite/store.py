@@ -239,6 +239,13 @@ class Store:
         """Every recorded run, oldest first."""
         return [row[0] for row in self.db.execute("SELECT id FROM runs ORDER BY id")]
 
+    def run_ends(self, run_ids: list[int]) -> list[dict[str, Any]]:
+        """How the given runs stand: id, kind, status, and the one-line reason a run failed."""
+        rows = self.db.query(f"SELECT id, kind, status, summary FROM runs WHERE id IN ({', '.join('?' * len(run_ids))}) "
+                             "ORDER BY id", list(run_ids))
+        return [{"id": r["id"], "kind": r["kind"], "status": r["status"],
+                 "failure": orjson.loads(r["summary"] or "{}").get("failure")} for r in rows]
+
     def run_totals(self, run_id: int) -> dict[str, Any]:
         """Episode counts and mean reward over the committed steps of a run."""
         row = self.db.execute(

@@ -117,10 +117,13 @@ def compare_view(db: str, run_ids: list[int] | None) -> str:
     report in full."""
     with Store.existing(db, "eval") as store:
         results = store.eval_results(run_ids)
+        ends = store.run_ends(sorted({r["run_id"] for r in results}))
     if not results:
         raise UserError(db, "no evaluation results" + (f" for runs {run_ids}" if run_ids else "")
                         + " (run eval or calibrate first)")
     parts = [compare_table(results)]
+    parts += [f"run {e['id']} ({e['kind']}): {e['status']}" + (f": {e['failure']}" if e["failure"] else "")
+              for e in ends if e["status"] != "done"]  # results of a run that did not end well are partial
     calibrations: dict[int, list[dict]] = {}
     for r in results:
         if r["benchmark"] == "calibration":

@@ -26,6 +26,7 @@ class RunSeries:
     name: str
     seed: int
     status: str
+    failure: str | None = None  # why a failed run stopped (its summary's first line)
     label: str = ""
     group: str = ""  # runs that differ only by seed share a group (and a colour in the plots)
     recipe: dict = field(default_factory=dict)
@@ -41,8 +42,8 @@ def runs(store: Store, ids: list[int] | None = None) -> list[RunSeries]:
     it apart from the other runs of its kind and recipe name."""
     where = f"WHERE id IN ({', '.join('?' * len(ids))})" if ids else ""
     rows = list(store.db.query(f"SELECT * FROM runs {where} ORDER BY id", list(ids or [])))
-    out = [RunSeries(r["id"], r["kind"], r["name"], r["seed"], r["status"], recipe=orjson.loads(r["recipe"]))
-           for r in rows]
+    out = [RunSeries(r["id"], r["kind"], r["name"], r["seed"], r["status"], recipe=orjson.loads(r["recipe"]),
+                     failure=orjson.loads(r["summary"] or "{}").get("failure")) for r in rows]
     alike: dict[tuple[str, str], list[RunSeries]] = {}  # runs of one kind and recipe name
     for run in out:
         alike.setdefault((run.kind, run.name), []).append(run)

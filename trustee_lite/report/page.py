@@ -78,7 +78,8 @@ def script_json(value) -> str:
 def _runs_table(runs: list[data.RunSeries]) -> str:
     rows = "".join(
         f"<tr><td>{r.id}</td><td>{html.escape(r.kind)}</td><td>{html.escape(r.name)}</td><td>{r.seed}</td>"
-        f"<td>{html.escape(r.status)}</td><td>{len(r.steps) if r.steps else '-'}</td><td>{html.escape(r.label)}</td></tr>"
+        f"<td>{html.escape(r.status + (f': {r.failure}' if r.failure else ''))}</td>"
+        f"<td>{len(r.steps) if r.steps else '-'}</td><td>{html.escape(r.label)}</td></tr>"
         for r in runs)
     return ('<h2 id="runs">Runs</h2><table class="runs"><tr><th>run</th><th>kind</th><th>name</th><th>seed</th>'
             f"<th>status</th><th>steps</th><th>label in the plots</th></tr>{rows}</table>")
