@@ -36,6 +36,18 @@ def abort_reasons(trajectories: Sequence[Trajectory]) -> dict[str, int]:
     return reasons
 
 
+def all_aborted(trajectories: Sequence[Trajectory]) -> str | None:
+    """When episodes were played and every one aborted: the reasons with counts and, for each,
+    its first concrete cause (`task_generator_invalid x2: prompt of 1,311,181 tokens ...`)."""
+    if not trajectories or any(not t.aborted for t in trajectories):
+        return None
+    causes = {}
+    for t in trajectories:
+        causes.setdefault(t.abort_reason, " ".join(t.verifier_reasoning.split())[:200])
+    counts = abort_reasons(trajectories)
+    return "; ".join(f"{reason} x{counts[reason]}" + (f": {cause}" if cause else "") for reason, cause in causes.items())
+
+
 def episode_figures(trajectories: Sequence[Trajectory]) -> dict:
     """Counts, rewards and success over a set of episodes (aborted ones excluded from rewards)."""
     valid = [t for t in trajectories if not t.aborted]

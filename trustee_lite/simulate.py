@@ -7,7 +7,7 @@ import math
 import time
 
 from trustee_lite.config import Recipe
-from trustee_lite.metrics import episode_figures
+from trustee_lite.metrics import all_aborted, episode_figures
 from trustee_lite.records import Trajectory
 from trustee_lite.runtime import open_runtime, preflight, recorded_run
 from trustee_lite.store import Store
@@ -38,4 +38,4 @@ async def simulate(recipe: Recipe, store: Store, episodes: int, seed: int) -> di
             await runtime.play_tasks(run.id, episodes, per_task, lambda i: runtime.draft(i, level, seed), seed,
                                      "simulate", limit=max(1, math.ceil(2 * recipe.policy.batch_size / per_task)),
                                      on_done=trajectories.append)
-    return {"run_id": run.id, **run.summary}
+    return {"run_id": run.id, **run.summary, "all_aborted": all_aborted(trajectories)}

@@ -4,6 +4,7 @@ and returns the exit status. Heavy packages are imported inside `run`."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 DEFAULT_DB = "cache/trustee.sqlite"
 
@@ -35,6 +36,16 @@ def add_recipe(parser: argparse.ArgumentParser, seed_help: str | None = "run see
                         help="override a recipe setting, e.g. --set train.learning_rate=0 (repeatable)")
     if seed_help:
         parser.add_argument("--seed", type=int, default=None, help=seed_help)
+
+
+def all_aborted_status(result: dict) -> int:
+    """A command whose every episode aborted says why on stderr and exits 3 (`all_aborted`, the
+    reasons with counts and causes, is taken out of the result); otherwise 0."""
+    line = result.pop("all_aborted", None)
+    if line:
+        print(f"every episode aborted: {line}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def print_json(result: dict, db: str) -> None:

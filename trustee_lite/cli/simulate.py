@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trustee_lite.cli import add_db, add_recipe, positive, print_json
+from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json
 
 HELP = "run episodes of the policy in the simulated environment"
 
@@ -24,5 +24,6 @@ def run(args) -> int:
     seed = recipe.seed if args.seed is None else args.seed
     with Store(args.db) as store:
         summary = asyncio.run(simulate(recipe, store, args.episodes or recipe.simulate.episodes, seed))
+    status = all_aborted_status(summary)
     print_json(summary, args.db)
-    return 0
+    return status

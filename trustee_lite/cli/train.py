@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from trustee_lite.cli import add_db, add_recipe, positive, print_json
+from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json
 
 HELP = "train the policy (the default command: RECIPE alone means train RECIPE)"
 
@@ -28,5 +28,6 @@ def run(args) -> int:
     out_dir = Path(args.out or Path("runs") / recipe.name).resolve()
     with Store(args.db) as store:
         summary = asyncio.run(train(recipe, store, out_dir, seed, args.steps, args.fresh))
+    status = all_aborted_status(summary)
     print_json(summary, args.db)
-    return 130 if summary["status"] == "interrupted" else 0
+    return 130 if summary["status"] == "interrupted" else status

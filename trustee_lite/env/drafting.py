@@ -46,6 +46,9 @@ async def draft_slot(sim: SimulatorClient, pool: ToolPool, curriculum: Curriculu
 
 
 def aborted_without_task(draft: TaskDraft, rollout: int) -> Trajectory:
-    """The record of a rollout that could not be played: its slot has no task."""
+    """The record of a rollout that could not be played: its slot has no task (the generator's
+    failure is its cause, as an aborted episode's is)."""
+    reason = "task_generator_invalid"
+    cause = (draft.failure or "").removeprefix(f"{reason}: ")
     return Trajectory(task_index=draft.index, rollout_index=rollout, turns=(), end_reason="aborted",
-                      final_reward=None, abort_reason="task_generator_invalid")
+                      final_reward=None, abort_reason=reason, verifier_reasoning=cause)

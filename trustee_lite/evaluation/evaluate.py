@@ -25,7 +25,7 @@ from trustee_lite.errors import UserError
 from trustee_lite.evaluation import bfcl
 from trustee_lite.evaluation.tables import abort_rate, compare_table, variant_table
 from trustee_lite.lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
-from trustee_lite.metrics import abort_reasons, mean, rounded
+from trustee_lite.metrics import abort_reasons, all_aborted, mean, rounded
 from trustee_lite.progress import bar, say
 from trustee_lite.records import Trajectory
 from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight, recorded_run
@@ -77,7 +77,7 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
     preflight(recipe, simulator=plan.simulated > 0)  # BFCL alone needs no simulator
     items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
     system = plan.system_prompt()
-    out = []
+    out, aborted = [], []  # aborted: per variant, why every simulated episode aborted (None: some played)
     for adapter in adapters:
         variant = _variant_recipe(recipe, adapter)
         started, scores = time.perf_counter(), []
@@ -92,12 +92,15 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
                 scores += await asyncio.gather(*(_bfcl_category(category, rows, system, service, chat, store, run.id, plan, common)
                                                  for category, rows in items.items()))
                 if plan.simulated:
-                    scores.append(await _simulated(runtime, run.id, plan, seed, common))
+                    score, every_aborted = await _simulated(runtime, run.id, plan, seed, common)
+                    scores.append(score)
+                    aborted.append(every_aborted)
         say(variant_table(label(adapter), scores))
         out.append({"run_id": run.id, **run.summary})
     if len(out) > 1:
         say(compare_table(store.eval_results([v["run_id"] for v in out])))
-    return {"variants": out}
+    # every simulated episode of every variant aborted: the command says why and exits 3
+    return {"variants": out, "all_aborted": aborted[0] if aborted and all(aborted) else None}
 
 
 def _variant_recipe(recipe: Recipe, adapter: str | None) -> Recipe:
@@ -183,9 +186,10 @@ def heldout_seed(seed: int) -> int:
     return derive_seed(seed, "held-out")
 
 
-async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) -> dict:
+async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) -> tuple[dict, str | None]:
     """`plan.simulated` held-out tasks at `plan.level`, one greedy episode each. The tasks depend
-    only on the seed (and are cached), so every adapter of a run meets the same ones."""
+    only on the seed (and are cached), so every adapter of a run meets the same ones. Returns the
+    score, and why every episode aborted if all did."""
     task_seed = heldout_seed(seed)
     trajectories: list[Trajectory] = []
     await runtime.play_tasks(run_id, plan.simulated, 1, lambda i: runtime.draft(i, plan.level, task_seed), task_seed,
@@ -195,4 +199,7 @@ async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) 
               "score": rounded(mean(t.final_reward for t in trajectories if not t.aborted)),
               "errors": abort_reasons(trajectories)}
     runtime.store.add_eval_result(run_id, result)
-    return {**result, "abort_rate": abort_rate(result)}
+    every_aborted = all_aborted(trajectories)
+    if every_aborted:
+        say(f"simulated level {plan.level}: every episode aborted: {every_aborted}")
+    return {**result, "abort_rate": abort_rate(result)}, every_aborted

@@ -20,7 +20,7 @@ from pathlib import Path
 from trustee_lite.config import Recipe
 from trustee_lite.env.knobs import knobs_at
 from trustee_lite.lm.gpu_monitor import GpuFigures
-from trustee_lite.metrics import episode_figures, mean, rounded, time_split
+from trustee_lite.metrics import all_aborted, episode_figures, mean, rounded, time_split
 from trustee_lite.progress import duration, run_eta, say
 from trustee_lite.records import StepRecord, StepTimes, TaskDraft, Trajectory
 from trustee_lite.runtime import Run, Runtime, open_runtime, preflight, recorded_run
@@ -67,9 +67,11 @@ class _Totals:
     seconds: dict = field(default_factory=dict)  # time_split's parts, summed
     step_seconds: list[float] = field(default_factory=list)
     gpu: list[GpuFigures] = field(default_factory=list)  # each step's, on a GPU
+    aborted: list[str] = field(default_factory=list)  # of each step whose every episode aborted: why
 
-    def add(self, split: dict, trained: bool, gpu: GpuFigures | None) -> None:
+    def add(self, split: dict, trained: bool, gpu: GpuFigures | None, every_aborted: str | None) -> None:
         self.steps += 1
+        self.aborted += [every_aborted] if every_aborted else []
         self.trained += trained
         self.step_seconds.append(split["wall_s"])
         self.gpu += [gpu] if gpu is not None else []
@@ -175,11 +177,14 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                     for g, ga in zip(groups, advantages) for t, a in zip(g, ga)})
                 log.info("step %d: committed", step)
                 trackers.log(step, record.row())
-                totals.add(split, update.loss is not None, gpu)
+                every_aborted = all_aborted(flat)
+                totals.add(split, update.loss is not None, gpu, every_aborted)
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
                 eta = run_eta(earlier + totals.step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
                 say(_summary_line(step, total_steps, level, new_level, figures, update, split, gpu)
                     + (f" | run ETA {duration(eta)}" if eta is not None else ""))
+                if every_aborted:
+                    say(f"step {step}: every episode aborted: {every_aborted}")
                 level = new_level
         finally:
             if prefetch is not None:
@@ -194,7 +199,9 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
     adapter = export_adapter(Path(last["checkpoint"]), out_dir) if last else None
     summary = _summary(store, state, runtime, run.status, level, totals, time.perf_counter() - start, adapter)
     run.summarize = lambda: summary
-    return summary
+    # every episode of this invocation aborted: the first step's causes (the command exits 3)
+    return {**summary, "all_aborted": totals.aborted[0] if totals.steps and len(totals.aborted) == totals.steps
+            else None}
 
 
 def _episode_columns(figures: dict) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trustee_lite.config import Recipe
+from trustee_lite.env.pool.fit import check_fit
 from trustee_lite.env.pool.mcp import mcp_entries
 from trustee_lite.env.pool.openapi import openapi_entries
 from trustee_lite.env.pool.synthesis import DomainResult, synthesize
@@ -51,6 +52,7 @@ async def open_pool(recipe: Recipe, store, sim=None, listed: list[ToolEntry] | N
     if not entries:  # synthesis only, nothing stored yet, and no simulator to write it
         return ToolPool({}), results
     pool = build_pool(entries).only(recipe.tools.categories, recipe.source)
+    check_fit(recipe, list(pool.tools.values()))
     if pool.normalised() and not quiet:
         say(f"{_sources(recipe)}: {pool.normalised()}")
     return pool, results
