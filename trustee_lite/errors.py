@@ -12,15 +12,21 @@ class UserError(Exception):
     """
 
     def __init__(self, place: str, message: str):
-        self.place = place
-        self.message = message
-        super().__init__(f"{place}: {message}")
+        self.place = one_line(place)
+        self.message = one_line(message)
+        super().__init__(f"{self.place}: {self.message}")
 
 
 class UserErrors(UserError):
     """Several problems found at once (a recipe with several mistakes): one line each."""
 
     def __init__(self, lines: list[str]):
-        self.lines = list(lines)
+        self.lines = [one_line(line) for line in lines]
         self.place, _, self.message = self.lines[0].partition(": ")
         Exception.__init__(self, "\n".join(self.lines))
+
+
+def one_line(text: str) -> str:
+    """What the user wrote may hold line breaks (a key, a value quoted back): shown escaped, so
+    that a problem stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")

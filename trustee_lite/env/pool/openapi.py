@@ -42,7 +42,8 @@ def openapi_entries(file: str) -> list[ToolEntry]:
         raise UserError(f"{source}: {where}", f"cannot resolve $ref {err.reference.get('$ref')!r}: {err.cause}") from None
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
     category = str(info.get("title") or path.stem)
-    tags = {t["name"]: str(t.get("description") or "") for t in doc.get("tags") or [] if isinstance(t, dict) and "name" in t}
+    tags = {str(t["name"]): str(t.get("description") or "") for t in _list(doc.get("tags"))
+            if isinstance(t, dict) and "name" in t}
     paths = doc.get("paths")
     if not isinstance(paths, dict) or not paths:
         raise UserError(f"{source}: paths", "must be a mapping of paths to operations")
@@ -55,8 +56,8 @@ def openapi_entries(file: str) -> list[ToolEntry]:
             if not isinstance(op, dict):
                 continue
             where = f"{source}: paths.{route}.{method}"
-            tag = (op.get("tags") or [DEFAULT_GROUP])[0]
-            entries.append(ToolEntry(category, str(tag), _function(method, route, op, item.get("parameters") or [], where),
+            tag = str((_list(op.get("tags")) or [DEFAULT_GROUP])[0])
+            entries.append(ToolEntry(category, tag, _function(method, route, op, _list(item.get("parameters")), where),
                                      where, tags.get(tag, "")))
     if not entries:
         raise UserError(f"{source}: paths", "has no operations")
@@ -74,39 +75,47 @@ def _loader(uri: str):
 
 
 def _function(method: str, route: str, op: dict, shared: list, where: str) -> dict[str, Any]:
-    params = {(p.get("name"), p.get("in")): p for p in [*shared, *(op.get("parameters") or [])] if isinstance(p, dict)}
+    params = {(p["name"], p["in"]): p for p in [*shared, *_list(op.get("parameters"))]
+              if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("in"), str)}
     properties: dict[str, Any] = {}
     required: list[str] = []
     for (name, place), p in params.items():
-        if place not in ("path", "query") or not isinstance(name, str):
+        if place not in ("path", "query"):
             continue
-        schema = plain(p.get("schema") or {})
+        schema = plain(p["schema"]) if isinstance(p.get("schema"), dict) else {}
         if p.get("description") and "description" not in schema:
             schema["description"] = str(p["description"])
         properties[name] = schema
         if p.get("required") or place == "path":
             required.append(name)
     body = op.get("requestBody")
-    if isinstance(body, dict):
-        content = body.get("content") or {}
-        media = next((m for m in content if m == "application/json" or m.endswith("+json")), None)
+    if isinstance(body, dict) and isinstance(body.get("content"), dict):
+        content = body["content"]
+        media = next((m for m in content if isinstance(m, str) and (m == "application/json" or m.endswith("+json"))),
+                     None)
         if media is not None:
-            schema = plain((content[media] or {}).get("schema") or {})
+            described = content[media] if isinstance(content[media], dict) else {}
+            schema = plain(described["schema"]) if isinstance(described.get("schema"), dict) else {}
             fields = schema.get("properties")
             if schema.get("type", "object") == "object" and isinstance(fields, dict) and not set(fields) & set(properties):
                 properties.update(fields)
                 if body.get("required"):
-                    required += [r for r in schema.get("required", []) if r in fields]
+                    required += [r for r in _list(schema.get("required")) if isinstance(r, str) and r in fields]
             else:
                 properties["body"] = schema
                 if body.get("required"):
                     required.append("body")
     text = " ".join(str(op[k]).strip() for k in ("summary", "description") if op.get(k))
-    fn = {"name": op.get("operationId") or f"{method} {route}", "description": text[:MAX_DESCRIPTION],
+    fn = {"name": str(op.get("operationId") or f"{method} {route}"), "description": text[:MAX_DESCRIPTION],
           "parameters": {"type": "object", "properties": properties}}
     if required:
         fn["parameters"]["required"] = list(dict.fromkeys(required))
     return fn
+
+
+def _list(value: Any) -> list:
+    """A field the spec says is a list; anything else counts as none."""
+    return value if isinstance(value, list) else []
 
 
 def plain(node: Any, depth: int = 0, seen: tuple = ()) -> Any:
