@@ -107,3 +107,22 @@ def test_compare_and_report_show_how_a_run_ended(tmp_path):
     assert series[ok].failure is None
     view = compare_view(str(path), None)
     assert f"run {failed} (eval): failed: transformers: CUDA out of memory" in view and f"run {ok} (eval)" not in view
+
+
+def test_a_disk_that_fills_during_simulate_ends_in_one_line_with_the_file_intact(tmp_path, capsys, monkeypatch):
+    """SQLite's page limit stands in for a full disk: the first writes fit, a later one does not."""
+    path = recorded(tmp_path / "t.sqlite")
+    opened = Store.__init__
+
+    def with_a_page_limit(self, where):
+        opened(self, where)
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # the run row fits; the simulator's answers do not
+
+    monkeypatch.setattr(Store, "__init__", with_a_page_limit)
+    assert main(["simulate", SMOKE, "--episodes", "2", "--db", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"database {path}: database or disk is full (SQLite); what was committed before is kept", err
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM cache").fetchone()[0] >= 300  # nothing recorded before was lost

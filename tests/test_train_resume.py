@@ -1,6 +1,7 @@
 """Stop a real training run with Ctrl-C, then with SIGTERM during generation, then kill it
-(SIGKILL) during the update and during a checkpoint write; the same command then finishes it:
-every step recorded once, nothing counted twice."""
+(SIGKILL) during the update, inside the database transaction that commits a step, and during a
+checkpoint write; the same command then finishes it: every step recorded once, nothing counted
+twice, the database sound."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def interrupt_once(tmp: Path, marker: str) -> tuple[int, str, str]:
     return proc.returncode, out, "".join(seen) + err
 
 
-def test_killed_three_times_then_finished(tmp_path):
+def test_stopped_five_ways_then_finished(tmp_path):
     (tmp_path / "resume.yaml").write_text(RECIPE)
     code, out, err = interrupt_once(tmp_path, "step 1: rollouts")
     assert code == 130, err[-3000:]
@@ -93,6 +94,12 @@ def test_killed_three_times_then_finished(tmp_path):
         assert con.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
     log = run_until_killed(tmp_path, "step 2: update")  # during the update
     assert "resuming run 1 at step 2" in log
+    wrapper = str(Path(__file__).parent / "die_in_commit.py")
+    dying = subprocess.run([sys.executable, wrapper, "2", *command(tmp_path)[3:]], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=600)
+    assert dying.returncode == 17 and "step 2: dying inside the commit" in dying.stderr, dying.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:  # the step's row went with its transaction
+        assert con.execute("SELECT max(step) FROM steps").fetchone()[0] == 1
     run_until_killed(tmp_path, "step 3: checkpoint")  # during the checkpoint write
 
     done = subprocess.run(command(tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=900)
