@@ -126,3 +126,14 @@ def test_a_disk_that_fills_during_simulate_ends_in_one_line_with_the_file_intact
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*) FROM cache").fetchone()[0] >= 300  # nothing recorded before was lost
+
+
+def test_tools_export_to_a_place_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "tools.json"
+    assert main(["tools", "export", SMOKE, "--out", str(out), "--db", str(tmp_path / "d.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"--out {out}: cannot be written ({tmp_path / 'a_file'} is not a writable folder)\n"
+    good = tmp_path / "tools.json"
+    assert main(["tools", "export", SMOKE, "--out", str(good), "--db", str(tmp_path / "d.sqlite")]) == 0
+    assert good.is_file() and not (tmp_path / "tools.json.part").exists()

@@ -11,6 +11,7 @@ and the displays.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -161,20 +162,33 @@ TOOL_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def check_tool_file_name(out: Path) -> None:
-    """A tool file to write must be JSON or YAML, said before any work."""
+    """A tool file to write must be JSON or YAML, in a place that can be written: said before
+    any work."""
     if out.suffix not in TOOL_FILE_SUFFIXES:
         raise UserError("--out", f"must end in .json, .yaml or .yml, got {out.name!r}")
+    folder = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"--out {out}", f"cannot be written ({folder} is not a writable folder)")
 
 
 def write_document(data: Any, out: Path) -> None:
-    """Write a JSON or YAML file (by its suffix), its folder made if need be."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write a JSON or YAML file (by its suffix), its folder made if need be; whole or not at all
+    (a file there before is replaced only once the new one is written)."""
     if out.suffix == ".json":
         import orjson
 
-        out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        content = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
     else:
-        out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        content = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode("utf-8")
+    part = out.with_name(out.name + ".part")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(content)
+        part.replace(out)
+    except OSError as err:
+        if part.parent.is_dir():
+            part.unlink(missing_ok=True)
+        raise UserError(f"--out {out}", f"cannot be written: {err.strerror or err}") from None
 
 
 def _entries(data: Any, source: str) -> list[ToolEntry]:
