@@ -60,3 +60,12 @@ def test_the_service_splits_a_mixed_batchs_time_by_rows(mixed):
     assert stats.batches == 1 and stats.requests == 3
     assert stats.busy_adapter_on_s == pytest.approx(2 * stats.busy_adapter_off_s)
     assert stats.busy_adapter_on_s + stats.busy_adapter_off_s == pytest.approx(stats.busy_s)
+
+
+def test_without_an_adapter_rows_asking_on_and_off_share_a_batch(smol_backend, caplog):
+    """The base model before training (eval --base with a shared simulator): nothing to switch,
+    and the batch runs as one (no row-by-row retry after a failed batch)."""
+    assert not smol_backend.has_adapter and smol_backend.batch_key(requests(smol_backend, True)[0]) == (False,)
+    both = smol_backend.generate_batch(requests(smol_backend, True)[:1] + requests(smol_backend, False)[:1])
+    assert both[0].token_ids == both[1].token_ids  # the same prompt and seed: the same answer
+    assert "failed" not in caplog.text

@@ -188,7 +188,7 @@ class TransformersBackend(Backend):
         static = self.static
         if static is not None and width + max(r.sampling.max_new_tokens for r in requests) > static.tokens:
             static = None  # longer than the static caches' rows: this batch decodes eager
-        if static is not None and len({r.adapter for r in requests}) > 1:
+        if static is not None and self._mixed_rows(requests):
             static = None  # rows with and without the adapter: each pattern would compile anew
         if static is not None:  # fill the bucket with rows that end at their first token
             bucket = static_cache.bucket_for(real, static.sizes)
@@ -225,7 +225,7 @@ class TransformersBackend(Backend):
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
             compile_config=static_cache.compile_config(self.device) if static is not None else None,
         )
-        per_row = len({r.adapter for r in requests}) > 1  # a mixed batch: each row names its adapter
+        per_row = self._mixed_rows(requests)  # each row names its adapter
         switch_off = not requests[0].adapter and self.has_adapter and not per_row
         adapters = {"adapter_names": [self.model.active_adapter if r.adapter else "__base__" for r in requests]
                     } if per_row else {}
@@ -262,6 +262,10 @@ class TransformersBackend(Backend):
         if cache is not None and self.prefix_cache is not None:
             self._keep(cache, requests[:real], prompts, done, width)
         return done
+
+    def _mixed_rows(self, requests: list[GenRequest]) -> bool:
+        """Rows that want the adapter beside rows that do not (a model without one: no matter)."""
+        return self.has_adapter and len({r.adapter for r in requests}) > 1
 
     def _reuses(self, requests: list[GenRequest], prompts: list[list[int]]) -> list[Reuse]:
         """What each row takes from the prefix cache (policy turns only)."""
