@@ -110,8 +110,8 @@ def compile_config(device: str):
     """How generate compiles the decode step: torch's automatic dynamic shapes (the first bucket
     compiles for its size, the next one of another size for any size in that dimension, which
     later buckets reuse: for four row buckets of the embedded model on the CPU, two compilations
-    in 160 s where one per bucket took 306 s); CUDA graphs on a GPU, recorded per bucket; graph breaks
-    allowed (a quantised kernel may need one)."""
+    in 163 s where one per bucket took 248 s); CUDA graphs on a GPU, recorded per bucket; graph
+    breaks allowed (a quantised kernel may need one)."""
     from transformers import CompileConfig
 
     config = CompileConfig(fullgraph=False, dynamic=None, mode="reduce-overhead")
