@@ -69,8 +69,9 @@ def test_cache_put_and_get(tmp_path):
 
 def test_unopenable_database_is_a_user_error(tmp_path):
     (tmp_path / "not_a_db.sqlite").write_text("this is text, not SQLite " * 100)
-    with pytest.raises(UserError, match="cannot open"):
+    with pytest.raises(UserError, match=r"damaged \(file is not a database\); nothing was written"):
         Store(tmp_path / "not_a_db.sqlite")
+    assert (tmp_path / "not_a_db.sqlite").read_text() == "this is text, not SQLite " * 100
 
 
 def test_the_step_record_has_the_columns_of_the_steps_table(tmp_path):
