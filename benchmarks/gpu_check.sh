@@ -33,13 +33,13 @@ for arg in "$@"; do
     *) echo "gpu_check.sh: unknown argument $arg (--tiny, --prepare)" >&2; exit 2 ;;
   esac
 done
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 
 if [ "$PREPARE" = 1 ]; then
   set -e
   mkdir -p wheels
   # shellcheck disable=SC2086
-  pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheels $WHEELS
   "$PY" - <<'EOF'
@@ -53,7 +53,7 @@ for wheel in glob.glob("wheels/bitsandbytes-*.whl"):  # keep the CUDA 13 library
     os.replace(slim, wheel)
 EOF
   tmp=$(mktemp -d)
-  pip download llama-cpp-python --no-binary :all: --no-deps -d "$tmp"
+  "$PY" -m pip download llama-cpp-python --no-binary :all: --no-deps -d "$tmp"
   tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards '*/models/ggml-vocab-qwen2.gguf' \
     '*/models/templates/Qwen-Qwen3-0.6B.jinja'
   "$PY" - "$tmp" <<'EOF'
@@ -80,7 +80,7 @@ WORK=$(mktemp -d)
 TOKENIZER=()
 if [ -z "$TINY" ]; then
   if ! "$PY" -c "import bitsandbytes, xgrammar, pydantic, sqlite_utils, orjson, asyncio_throttle, jsonschema" 2>/dev/null; then
-    pip install --no-index --no-deps --quiet --target "$WORK/site" wheels/*.whl || exit 2
+    "$PY" -m pip install --no-index --no-deps --quiet --target "$WORK/site" wheels/*.whl || exit 2
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   [ -d wheels/qwen3-tokenizer ] && TOKENIZER=(--tokenizer wheels/qwen3-tokenizer)
