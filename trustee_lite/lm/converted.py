@@ -4,14 +4,19 @@ transformers reads a GGUF file by rebuilding a fast tokenizer from its vocabular
 dequantising every tensor: for the embedded 135M model about 44 s on 2 cores, at every start of
 every command. The first load saves the result (`save_pretrained`, safetensors) under
 `$TRUSTEE_LITE_CACHE` (default `~/.cache/trustee_lite`); later loads read that in about
-half a second. The copy is keyed by the file's name, size and modification time, the dtype and the
-transformers version, so a changed file or library never meets an old copy. Only files up to
+half a second. The copy is keyed by the file's content (its name, size and a hash of its first
+MiB: the header, vocabulary and first tensors), the dtype and the transformers version, so a
+changed file or library never meets an old copy, and every environment with that transformers
+version shares one copy (a fresh install no longer adds 517 MB). Writing a copy removes the
+stale ones of the same file, dtype and version (the file changed since). Only files up to
 MAX_BYTES are kept (a dequantised copy is several times the GGUF's size): large models are
 read from their GGUF each time. A copy that cannot be written is skipped, never an error.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import logging
 import os
 import shutil
@@ -27,15 +32,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("TRUSTEE_LITE_CACHE") or Path.home() / ".cache" / "trustee_lite")
 
 
+HEADER_BYTES = 2**20  # hashed: a GGUF file's header and vocabulary, and its first tensors
+
+
 def folder(gguf: Path, dtype) -> Path | None:
     """Where the converted copy of `gguf` at `dtype` lives, or None for a file too large to keep."""
+    size = gguf.stat().st_size
+    if size > MAX_BYTES:
+        return None
+    with gguf.open("rb") as f:
+        content = hashlib.sha256(f.read(HEADER_BYTES)).hexdigest()[:16]
+    return cache_root() / "converted" / f"{gguf.stem}-{size}-{content}-{_suffix(dtype)}"
+
+
+def _suffix(dtype) -> str:
     import transformers
 
-    stat = gguf.stat()
-    if stat.st_size > MAX_BYTES:
-        return None
-    name = f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-{str(dtype).removeprefix('torch.')}-transformers{transformers.__version__}"
-    return cache_root() / "converted" / name
+    return f"{str(dtype).removeprefix('torch.')}-transformers{transformers.__version__}"
+
+
+def _stale(path: Path) -> list[Path]:
+    """Other copies of the same file name, dtype and transformers version: of an earlier
+    content of the file (or keyed by its modification time, as copies were before)."""
+    stem, _, _, dtype, version = path.name.rsplit("-", 4)  # the stem may hold dashes; the rest does not
+    return [p for p in path.parent.glob(f"{glob.escape(stem)}-*-*-{dtype}-{version}")
+            if p != path and p.is_dir() and p.name.rsplit("-", 4)[0] == stem]
 
 
 def ready(path: Path | None) -> bool:
@@ -52,6 +73,8 @@ def save(path: Path, model, tokenizer) -> None:
         (temporary / COMPLETE).write_text("")
         if not path.exists():
             os.replace(temporary, path)
+        for old in _stale(path):
+            shutil.rmtree(old, ignore_errors=True)
     except (OSError, ValueError) as err:
         log.info("no converted copy of the model at %s: %s", path, err)
     finally:
