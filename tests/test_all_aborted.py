@@ -58,3 +58,16 @@ def test_a_tool_too_long_for_any_prompt_is_refused_when_the_pool_loads(tmp_path,
     tools[0]["function"]["description"] = "word " * 500  # longer than 2,048 characters, well inside the windows
     (tmp_path / "tools.json").write_text(json.dumps(tools))
     assert main(["tools", "list", str(tmp_path / "r.yaml"), "--db", str(tmp_path / "d.sqlite")]) == 0
+
+
+def test_tool_sizes_go_unchecked_where_the_models_files_are_not_here(tmp_path, capsys, monkeypatch):
+    """`tools list` on a recipe whose model is not downloaded: nothing to count with, no traceback."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    tools = [{"type": "function", "function": {"name": "longish", "description": "word " * 700,
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    (tmp_path / "tools.json").write_text(json.dumps(tools))
+    recipe = yaml.safe_load((ROOT / "recipes" / "desktop-24gb.yaml").read_text())  # Qwen/Qwen3-8B, not cached
+    recipe["tools"] = {"file": "tools.json"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["tools", "list", str(tmp_path / "r.yaml"), "--db", str(tmp_path / "d.sqlite")]) == 0
+    assert "1 category, 1 toolset, 1 tool" in capsys.readouterr().out
