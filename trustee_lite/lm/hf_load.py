@@ -146,10 +146,15 @@ def neutral_generation_config(model, eos: list[int], pad_id: int):
     return GenerationConfig(bos_token_id=getattr(old, "bos_token_id", None), eos_token_id=list(eos), pad_token_id=pad_id)
 
 
+def config_window(config) -> int | None:
+    """The longest sequence a model of this config takes (its position table)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(config, "max_position_embeddings", None)
+
+
 def context_window(model, cap: int | None) -> int | None:
     """The longest sequence the model takes (its position table), capped by Unsloth's length."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    window = getattr(config, "max_position_embeddings", None)
+    window = config_window(model.config)
     if cap is not None:
         window = min(window, cap) if window else cap
     return window

@@ -13,6 +13,7 @@ import logging
 from trustee_lite.config import Recipe
 from trustee_lite.errors import UserError
 from trustee_lite.lm import backend_class, converted
+from trustee_lite.lm.hf_load import config_window, first_line
 from trustee_lite.lm.models import locate
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def check_fit(recipe: Recipe, tools: list[dict]) -> None:
         long = {name: text for name, text in long.items() if smallest is not None and len(text) > smallest}
         tokenizer = _policy_tokenizer(recipe) if long else None
     except (OSError, ValueError) as err:  # the model's files are not here (tools list, check): nothing to count with
-        log.info("tools: sizes not checked against the context windows (%s)", str(err).splitlines()[0] if str(err) else err)
+        log.info("tools: sizes not checked against the context windows (%s)", first_line(err))
         return
     if not long:
         return
@@ -65,9 +66,7 @@ def _config_window(cfg) -> int | None:
     from transformers import AutoConfig
 
     source, kwargs = _files(cfg)
-    config = AutoConfig.from_pretrained(source, local_files_only=True, **kwargs)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(config, "max_position_embeddings", None)
+    return config_window(AutoConfig.from_pretrained(source, local_files_only=True, **kwargs))
 
 
 def _policy_tokenizer(recipe: Recipe):
