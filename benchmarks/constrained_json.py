@@ -4,7 +4,7 @@
 
 Runs `simulate` twice on the same recipe and seed, each with a fresh database (nothing from
 the cache): the embedded model plays policy and simulator through transformers (one copy of
-the weights), once with each role's JSON schema enforced by xgrammar (json_constraint: true)
+the weights), once with each role's JSON schema enforced by llguidance (json_constraint: true)
 and once parsed defensively only (false). Prints, for each: simulator calls, answers that were
 not JSON of the schema (parse failures), answers cut by the token limit, schema-valid answers
 a role's own rule rejected, retries, aborted episodes by reason, and wall time.
@@ -53,7 +53,7 @@ def main() -> None:
     for constrained in (True, False):
         s = run(constrained, args.episodes, args.max_new_tokens)
         calls = s["cache_misses"]
-        rows.append((("xgrammar" if constrained else "none"), calls, s["simulator_parse_failures"], s["simulator_truncated"],
+        rows.append((("llguidance" if constrained else "none"), calls, s["simulator_parse_failures"], s["simulator_truncated"],
                      s["simulator_rejected"], s["simulator_retries"], s["aborted"], s["abort_reasons"], s["wall_s"]))
     print(f"simulate, {args.episodes} episodes, transformers simulator (embedded model), "
           f"{args.max_new_tokens} new tokens per answer, retries 2")

@@ -300,7 +300,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "xgrammar"):
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "llguidance"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:  # bitsandbytes is absent on a CPU machine

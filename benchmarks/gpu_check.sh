@@ -14,7 +14,7 @@
 # The GPU machine has Python 3.12, torch, transformers, peft, accelerate, triton, nvidia-ml-py
 # and lacks the rest; --prepare downloads these as cp312 manylinux wheels, with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#     --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 #     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 -d wheels $WHEELS
 # (bitsandbytes without its CUDA 11/12, ROCm and XPU libraries: 7 MB instead of 43), and writes
@@ -22,7 +22,7 @@
 # Qwen3's added tokens and published chat template.
 set -u
 cd "$(dirname "$0")/.."
-WHEELS="bitsandbytes==0.50.2 xgrammar apache-tvm-ffi pydantic pydantic-core annotated-types typing-inspection
+WHEELS="bitsandbytes==0.50.2 llguidance==1.9.1 pydantic pydantic-core annotated-types typing-inspection
 typing_extensions sqlite-utils sqlite-fts4 click-default-group orjson asyncio-throttle jsonschema
 jsonschema-specifications referencing rpds-py jsonref tabulate python-dateutil pluggy"
 TINY="" PREPARE=0
@@ -40,7 +40,7 @@ if [ "$PREPARE" = 1 ]; then
   mkdir -p wheels
   # shellcheck disable=SC2086
   "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheels $WHEELS
   "$PY" - <<'EOF'
 import glob, re, zipfile, os
@@ -79,7 +79,7 @@ rm -f "$RESULT"
 WORK=$(mktemp -d)
 TOKENIZER=()
 if [ -z "$TINY" ]; then
-  if ! "$PY" -c "import bitsandbytes, xgrammar, pydantic, sqlite_utils, orjson, asyncio_throttle, jsonschema" 2>/dev/null; then
+  if ! "$PY" -c "import bitsandbytes, llguidance, pydantic, sqlite_utils, orjson, asyncio_throttle, jsonschema" 2>/dev/null; then
     "$PY" -m pip install --no-index --no-deps --quiet --target "$WORK/site" wheels/*.whl || exit 2
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
   fi

@@ -119,7 +119,7 @@ class SimulatorConfig(ModelConfig):
     # Remove the policy's think blocks from what the roles see (the reference's strip_thinking;
     # it runs with it off). The trained tokens keep them either way.
     strip_thinking: bool = True
-    # Enforce each role's JSON schema during decoding: llama.cpp grammars, xgrammar on
+    # Enforce each role's JSON schema during decoding: llama.cpp grammars, llguidance on
     # transformers (after the think block when thinking is on), response_format on a server.
     json_constraint: bool = True
     # openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, Ollama); `model` is

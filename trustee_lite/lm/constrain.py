@@ -1,16 +1,20 @@
-"""JSON-schema-constrained decoding for the transformers backend, through xgrammar.
+"""JSON-schema-constrained decoding for the transformers backend, through llguidance.
 
-xgrammar compiles a role's JSON schema into a grammar over the tokenizer's vocabulary and, at
-each step, gives the tokens that keep the answer valid; the row sampler masks the others before
-it samples. With thinking on, a row is free until its think block closes (``</think>``), then
-the schema applies to what follows, as vLLM does with a reasoning parser. xgrammar runs on CPU
-and CUDA and is imported only here, when a transformers backend first gets a schema.
+llguidance turns a role's JSON schema into a grammar over the tokenizer's vocabulary and, at
+each step, fills a bitmask of the tokens that keep the answer valid (on the CPU, a few words a
+row); the row sampler unpacks it on the logits' device and masks the others before it samples.
+With thinking on, a row is free until its think block closes (``</think>``), then the schema
+applies to what follows, as vLLM does with a reasoning parser. llguidance is one wheel with no
+dependencies (xgrammar, used before, pulls in triton: 1 GB on every Linux install, a CPU's
+included) and is imported only here, when a transformers backend first gets a schema.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+
+from trustee_lite.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -46,38 +50,83 @@ def _longest(field: dict) -> int:
 
 
 class SchemaCompiler:
-    """Grammars for one tokenizer, compiled once per schema (xgrammar caches them)."""
+    """Grammars for one tokenizer, made once per schema (fitted schemas repeat: one per role and
+    token budget)."""
 
     def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int]):
-        import xgrammar as xgr
+        import llguidance
+        import llguidance.hf
 
-        self.xgr = xgr
+        self.llg = llguidance
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
-        self.compiler = xgr.GrammarCompiler(info, cache_enabled=True)
+        self.info = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(stop_ids))
+        self._grammars: dict[str, str | None] = {}
+        self._shifts = {}  # the bit positions 0..31 on each device the mask is applied on
 
     def constraint(self, schema: dict, thinking: bool | None, max_new_tokens: int) -> RowConstraint | None:
-        """A fresh per-row constraint, or None (with a warning) if xgrammar cannot take the schema:
-        the answer is then parsed defensively, as on a backend without constraints. Without
-        thinking the string bounds fit the token budget; with it, the think block's length is
-        unknown, so the answer may still be cut."""
+        """A fresh per-row constraint, or None (with a warning) if llguidance cannot take the
+        schema: the answer is then parsed defensively, as on a backend without constraints.
+        Without thinking the string bounds fit the token budget; with it, the think block's
+        length is unknown, so the answer may still be cut."""
         if not thinking:
             schema = fit_to_budget(schema, max_new_tokens)
-        try:
-            # Fixed separators (", " and ": "): free whitespace lets a model loop on newlines.
-            grammar = self.compiler.compile_json_schema(json.dumps(schema, sort_keys=False), any_whitespace=False)
-        except Exception as err:  # noqa: BLE001 - an unsupported schema feature
-            log.warning("xgrammar cannot compile a schema (%s); that answer is not constrained", err)
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = self._grammar(schema)
+        grammar = self._grammars[key]
+        if grammar is None:
             return None
-        return RowConstraint(self.xgr.GrammarMatcher(grammar), self.tokenizer, after_think=bool(thinking))
+        return RowConstraint(self.llg.LLMatcher(self.info, grammar, log_level=0), self.tokenizer, after_think=bool(thinking))
+
+    def _grammar(self, schema: dict) -> str | None:
+        # Fixed separators (", " and ": "): free whitespace lets a model loop on newlines.
+        options = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+        try:
+            grammar = self.llg.LLMatcher.grammar_from_json_schema(json.dumps(closed(schema)), defaults=options)
+            error = self.llg.LLMatcher.validate_grammar(grammar, self.info)
+        except Exception as err:  # noqa: BLE001 - a schema llguidance cannot read
+            error = str(err)
+        if error and not error.startswith("WARNING"):
+            log.warning("llguidance cannot take a schema (%s); that answer is not constrained", one_line(error)[:300])
+            return None
+        return grammar
 
     def bitmask(self, rows: int):
-        return self.xgr.allocate_token_bitmask(rows, self.vocab_size)
+        """One row of 32-bit words per request, on the CPU, where the matchers write them."""
+        import torch
+
+        return torch.zeros((rows, (self.vocab_size + 31) // 32), dtype=torch.int32)
 
     def apply(self, logits, bitmask, rows: list[int]) -> None:
-        """Set the logits of disallowed tokens to -inf, in place, for the given rows."""
-        self.xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=rows)
+        """Set the logits of disallowed tokens to -inf, in place, for the given rows: the rows'
+        words cross to the logits' device, where their bits are unpacked."""
+        import torch
+
+        device = logits.device
+        if device not in self._shifts:
+            self._shifts[device] = torch.arange(32, dtype=torch.int32, device=device)
+        index = torch.tensor(rows, device=device)
+        words = bitmask[rows].to(device)
+        allowed = ((words.unsqueeze(-1) >> self._shifts[device]) & 1).flatten(1).bool()
+        width = min(logits.shape[1], allowed.shape[1])
+        masked = logits[index]
+        masked[:, :width].masked_fill_(~allowed[:, :width], float("-inf"))
+        masked[:, width:] = float("-inf")
+        logits[index] = masked
+
+
+def closed(schema):
+    """The schema with every object that does not say otherwise closed to other keys (JSON
+    Schema leaves them open; a role's answer has exactly its fields)."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) for k, v in schema.items()}
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 class RowConstraint:
@@ -91,13 +140,14 @@ class RowConstraint:
         self._tail: list[int] = []
 
     def fill(self, bitmask, row: int) -> None:
-        self.matcher.fill_next_token_bitmask(bitmask, row)
+        words = bitmask[row]
+        self.matcher.unsafe_compute_mask_ptr(words.data_ptr(), words.numel() * words.element_size())
 
     def observe(self, token: int) -> None:
         """The token the row sampled (after the mask, when active)."""
         if self.active:
-            if not self.matcher.is_terminated():
-                self.matcher.accept_token(token)
+            if not self.matcher.is_stopped() and not self.matcher.is_error():
+                self.matcher.consume_token(token)
             return
         self._tail = (self._tail + [token])[-16:]
         if THINK_END in self.tokenizer.decode(self._tail, skip_special_tokens=False):
