@@ -41,7 +41,7 @@ def commit_step(store, run_id, out, step, level, rewards):
 def step_row(step, level, folder):
     zero = dict.fromkeys(("tasks", "episodes", "aborted", "policy_tokens", "simulator_tokens", "cache_hits",
                           "cache_misses"), 0)
-    unknown = dict.fromkeys(("mean_reward", "std_reward", "success_batch", "success_rolling", "mean_tool_reward",
+    unknown = dict.fromkeys(("mean_reward", "std_reward", "success_rate", "signal", "signal_rolling", "mean_tool_reward",
                              "mean_user_reward"))
     update = UpdateStats(loss=None, pg_loss=None, kl=None, grad_norm=None, learning_rate=0.0, clip_fraction=None,
                          policy_tokens=0, samples=0, optimizer_steps=0, seconds=0.0)

@@ -83,6 +83,23 @@ def test_the_step_record_has_the_columns_of_the_steps_table(tmp_path):
     assert sorted(step_row(1, 1, tmp_path).row()) == sorted(c for c in columns if c not in ("id", "run_id", "created"))
 
 
+def test_an_older_database_keeps_its_steps_under_the_new_names(tmp_path):
+    """Before the curriculum's signal had its own name, `steps` called it success_batch and
+    success_rolling: opening such a file renames them in place, values kept, and adds
+    success_rate (unknown for the old steps)."""
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, run_id INTEGER, step INTEGER, success_batch REAL, "
+                    "success_rolling REAL)")
+        con.execute("INSERT INTO steps (run_id, step, success_batch, success_rolling) VALUES (1, 1, -0.5, -0.25)")
+    with Store(db) as store:
+        row = next(store.db.query("SELECT * FROM steps"))
+    assert (row["signal"], row["signal_rolling"], row["success_rate"]) == (-0.5, -0.25, None)
+    assert "success_batch" not in row
+
+
 def test_turn_rewards_are_recorded_and_advantages_commit_with_the_step(tmp_path):
     from test_runstate import step_row
 

@@ -183,8 +183,9 @@ class StepRecord:
     abort_reasons: str  # JSON: reason -> count
     mean_reward: float | None
     std_reward: float | None
-    success_batch: float | None
-    success_rolling: float | None
+    success_rate: float | None  # share of the step's finished episodes with a reward above 0
+    signal: float | None  # the curriculum's signal from this step: its mean success reward (curriculum.py)
+    signal_rolling: float | None  # the estimator's value after this step: what moved the level
     mean_tool_reward: float | None
     mean_user_reward: float | None
     policy_tokens: int

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER NOT NULL,
     level INTEGER NOT NULL, next_level INTEGER NOT NULL, knobs TEXT NOT NULL, tasks INTEGER NOT NULL,
     episodes INTEGER NOT NULL, aborted INTEGER NOT NULL, abort_reasons TEXT NOT NULL, mean_reward REAL,
-    std_reward REAL, success_batch REAL, success_rolling REAL, mean_tool_reward REAL, mean_user_reward REAL,
+    std_reward REAL, success_rate REAL, signal REAL, signal_rolling REAL, mean_tool_reward REAL, mean_user_reward REAL,
     policy_tokens INTEGER NOT NULL, simulator_tokens INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
     cache_misses INTEGER NOT NULL, samples INTEGER NOT NULL, loss REAL, pg_loss REAL, kl REAL, grad_norm REAL,
     learning_rate REAL, clip_fraction REAL, wall_s REAL NOT NULL, policy_gen_s REAL NOT NULL,
@@ -88,7 +88,9 @@ ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT")
                  "eval_results": ("figures TEXT",),
                  "steps": ("policy_prefill_s REAL", "policy_decode_s REAL", "update_s REAL", "checkpoint_s REAL",
                            "prefill_tokens INTEGER", "reused_tokens INTEGER", "gpu_util REAL", "gpu_mem_gib REAL",
-                           "compile_s REAL")}
+                           "compile_s REAL", "success_rate REAL")}
+# Columns renamed since, per table: (old name, new name); an older file's are renamed in place.
+RENAMED_COLUMNS = {"steps": (("success_batch", "signal"), ("success_rolling", "signal_rolling"))}
 
 
 RECOVER = ("to recover: restore a copy, or `sqlite3 FILE .recover | sqlite3 recovered.sqlite`; the adapters of "
@@ -155,7 +157,13 @@ class Store:
         return cls(path)
 
     def _add_new_columns(self) -> None:
-        """A database written by an older version keeps its data and gains the newer columns."""
+        """A database written by an older version keeps its data, under the newer columns' names,
+        and gains the newer columns."""
+        for table, renames in RENAMED_COLUMNS.items():
+            have = set(self.db[table].columns_dict)
+            for old, new in renames:
+                if old in have and new not in have:
+                    self.db.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
         for table, columns in ADDED_COLUMNS.items():
             have = set(self.db[table].columns_dict)
             for column in columns:

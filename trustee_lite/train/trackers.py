@@ -29,7 +29,7 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
     """A step row's numbers by tracker tag (`reward/mean`, `time/training_s`, ...); None and text
     left out; the abort reasons as counts of their own."""
     groups = {"mean_reward": "reward/mean", "std_reward": "reward/std", "mean_tool_reward": "reward/tool",
-              "mean_user_reward": "reward/user", "success_batch": "success/batch", "success_rolling": "success/rolling",
+              "mean_user_reward": "reward/user", "success_rate": "success/rate", "signal": "curriculum/signal", "signal_rolling": "curriculum/signal_rolling",
               "level": "curriculum/level", "next_level": "curriculum/next_level", "episodes": "episodes/total",
               "aborted": "episodes/aborted", "tasks": "episodes/tasks"}
     out: dict[str, float] = {}
