@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 RECIPE = textwrap.dedent("""\
@@ -120,3 +121,39 @@ def test_stopped_five_ways_then_finished(tmp_path):
     adapter = Path(summary["adapter"])
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
     assert not list((tmp_path / "out" / "checkpoints").glob("*.tmp"))
+
+    again = subprocess.run(command(tmp_path), capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"run 1 in {tmp_path / 'out'} is finished: 3 of 3 steps done" in again.stderr
+    assert "--steps 4" in again.stderr and "loading" not in again.stderr  # no model loaded
+    assert json.loads(again.stdout.strip().splitlines()[-1])["steps_this_process"] == 0
+
+
+def test_a_second_ctrl_c_stops_inside_a_batch(tmp_path):
+    """Policy turns that never end by themselves (tests/endless_turns.py) and 3,000 new tokens a
+    turn: a batch of minutes on 2 cores. Ctrl-C twice inside it: the command exits within the
+    timeout, long before the batch could end, the run recorded `interrupted`, no step counted."""
+    (tmp_path / "resume.yaml").write_text(RECIPE)
+    helper = str(Path(__file__).parent / "endless_turns.py")
+    proc = subprocess.Popen([sys.executable, helper, *command(tmp_path)[3:], "--set", "policy.max_new_tokens=3000",
+                             "--set", "policy.max_response_tokens=3000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "step 1: rollouts" in line:
+            break
+    time.sleep(3)  # inside the first batch of policy turns
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    print(f"exited {time.monotonic() - sent:.2f} s after the second Ctrl-C")
+    log = "".join(seen) + err
+    assert proc.returncode == 130, log[-3000:]
+    assert "stopping after this step's checkpoint" in log and "step 1: update" not in log
+    assert "interrupted; everything finished so far is recorded" in log
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:
+        assert con.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+        assert con.execute("SELECT count(*) FROM steps").fetchone()[0] == 0

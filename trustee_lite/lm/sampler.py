@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+from trustee_lite import stopping
+
 
 class RowSampler:
     """A logits processor that samples each row with its own seeded generator, temperature and
@@ -53,6 +55,7 @@ class RowSampler:
     def __call__(self, input_ids, scores):
         import torch
 
+        stopping.check()  # the user's second Ctrl-C: end the batch at this token
         step = input_ids.shape[1] - self.width
         logits = scores.float()
         if self.first_logits_at is None:

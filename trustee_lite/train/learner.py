@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from trustee_lite import stopping
 from trustee_lite.config import LoraConfig, TrainConfig
 from trustee_lite.metrics import mean
 from trustee_lite.records import UpdateStats
@@ -93,6 +94,7 @@ class Learner:
         loss_sum = pg_sum = kl_sum = 0.0
         device = self.model.get_input_embeddings().weight.device
         for micro in _chunks(active, cfg.micro_batch_size):
+            stopping.check()  # stopped now: the adapter stays as the last committed step left it
             ids, attention, mask, old, adv = (t.to(device) for t in _pad(micro))
             # Logits only where some row of the micro-batch has a policy token: the prompt, tool
             # results and user turns (most of a long episode) never meet the vocabulary-wide
