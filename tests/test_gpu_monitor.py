@@ -43,9 +43,9 @@ def test_the_step_line_and_the_report_show_the_gpu_and_a_cpu_step_shows_none(tmp
     record = step_row(1, 1, tmp_path)
     figures = {"mean_reward": 0.5, "success_rate": 0.5, "aborted": 0, "episodes": 4}
     split = record.times.__dict__
-    assert _summary_line(1, 2, 1, 4, figures, record.update, split, GpuFigures(63.4, 8.5)).endswith(
+    assert _summary_line(2, record, figures, split, GpuFigures(63.4, 8.5)).endswith(
         "| GPU 63% busy, 8.5 GiB")
-    assert "GPU" not in _summary_line(1, 2, 1, 4, figures, record.update, split)
+    assert "GPU" not in _summary_line(2, record, figures, split)
     with Store(tmp_path / "db.sqlite") as store:
         run = store.start_run("train", "on-a-gpu", 0, {})
         store.add_step(run, dataclasses.replace(record, gpu_util=63.4, gpu_mem_gib=8.5))
@@ -55,4 +55,5 @@ def test_the_step_line_and_the_report_show_the_gpu_and_a_cpu_step_shows_none(tmp
         assert store.db.execute("SELECT gpu_util, gpu_mem_gib FROM steps ORDER BY id").fetchall() == [
             (63.4, 8.5), (71.0, 9.1), (None, None)]
         assert 'id="plot-gpu_busy"' in build(store, [run], 0) and 'id="plot-gpu_memory"' in build(store, [run], 0)
-        assert "plot-gpu_" not in build(store, [cpu], 0)
+        assert '<div class="plot" id="plot-gpu_' not in build(store, [cpu], 0)
+        assert '<li id="plot-gpu_busy"><b>' in build(store, [cpu], 0)  # listed as empty, with why

@@ -142,7 +142,38 @@ def test_report_writes_one_small_page(record, tmp_path, capsys):
     assert page.count("<svg") >= 6 and "Evaluation: BFCL accuracy" in page
     assert "<script>window.injected" not in page and "<img src=x" not in page  # the policy's markup stays data
     assert {p.name for p in figures.iterdir()} == {f"{name}.svg" for name in (
-        "valid_calls", "reward", "learning_signal", "success", "level", "tokens", "time_split", "loss", "evaluation", "calibration")}
+        "valid_calls", "reward", "learning_signal", "success", "level", "tokens", "time_split", "loss", "evaluation",
+        "calibration", "episodes_rewards", "episodes_ends", "episodes_turns", "episodes_tokens")}
+    # the plots with nothing to draw are named, each with why (no run here had a GPU or an aborted episode)
+    for name, why in (("gpu_busy", "without an NVIDIA GPU"), ("gpu_memory", "without an NVIDIA GPU"),
+                      ("aborts", "no episode aborted")):
+        assert re.search(f'<li id="plot-{name}"><b>[^<]+</b>: [^<]*{why}', page), name
+
+
+def test_rollouts_are_trained_only_where_the_update_used_them(record):
+    from trustee_lite.report import data
+
+    db, _, _ = record
+    with Store(db) as store:
+        run = data.runs(store, [1])[0]
+        rollouts = [r for t in data.episodes(store, run, None) for r in t["rollouts"]]
+        assert len(rollouts) == STEPS * 4 and all(r["training"] for r in rollouts)
+        # kl_coef 0: a rollout's tokens are trained when its advantage is not 0
+        assert [r["trained"] for r in rollouts] == [r["advantage"] not in (None, 0) for r in rollouts]
+        assert any(r["trained"] for r in rollouts)
+        run.figures["loss"] = [None] * STEPS  # as if no step had made an update
+        assert not any(r["trained"] for t in data.episodes(store, run, None) for r in t["rollouts"])
+
+
+def test_a_database_of_simulate_runs_gets_plots_too(tmp_path, capsys):
+    db = tmp_path / "db.sqlite"
+    _hostile_episode(db)
+    assert main(["report", "--db", str(db), "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f")]) == 0
+    assert {p.name for p in (tmp_path / "f").iterdir()} == {
+        f"episodes_{name}.svg" for name in ("rewards", "ends", "turns", "tokens")}
+    page = (tmp_path / "r.html").read_text()
+    assert '<li id="plot-reward"><b>Mean reward (verifier, finished episodes)</b>: no committed training step' in page
+    assert "max_assistant_turns" in (tmp_path / "f" / "episodes_ends.svg").read_text()
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -172,7 +203,7 @@ def test_page_in_headless_chromium(record, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(out.as_uri())
@@ -186,6 +217,13 @@ def test_page_in_headless_chromium(record, tmp_path):
         first = rollouts.first.inner_text()
         assert "advantage" in first and "verifier:" in first and "judged:" in first and "Reply with exactly" in first
         assert page.locator(".rollout .policy-text").count() == 4
+        # at 1,280 px every rollout column is whole on the page: none cut off, no sideways scrolling
+        width = page.evaluate("document.documentElement.clientWidth")
+        for box in (rollouts.nth(i).bounding_box() for i in range(4)):
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, (box, width)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        badges = page.locator(".rollout .who .badge").all_text_contents()
+        assert any(b.endswith(" tokens trained") for b in badges), badges  # this step made an update
         page.screenshot(path=str(tmp_path / "step.png"), full_page=True)
         page.select_option("#group", label="run 3 simulate hostile")
         assert BREAKOUT in page.locator(".rollout .policy-text").first.inner_text()
@@ -240,7 +278,8 @@ def test_eta_arithmetic():
     assert run_eta([10.0, 30.0], 1, 0.0, 3, 8) == 40.0  # even count: median 20
     assert run_eta([], 3, 10.0, 2, 8) == 30.0 + 3 * 40.0  # no finished step: this step's pace (40 s a step)
     assert run_eta([], 3, 10.0, 0, 8) is None
-    assert run_eta([50.0], 0, 80.0, 4, 8) == 0.0  # a step running late adds nothing negative
+    assert run_eta([50.0], 0, 80.0, 4, 8) == 80.0  # a step running late: its rest at its own pace (4 of 8 in 80 s)
+    assert run_eta([50.0], 0, 80.0, 0, 8) == 1.0  # ... never 0 while it runs, even before an episode is done
     assert [duration(s) for s in (4.4, 185, 3720)] == ["4s", "3m05s", "1h02m"]
 
 

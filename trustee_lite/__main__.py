@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sqlite3
 import sys
 
+from trustee_lite import stopping
 from trustee_lite.cli import calibrate, check, compare, report, simulate, tools, train
 from trustee_lite.cli import eval as evaluate
+from trustee_lite.errors import UserError
+from trustee_lite.progress import idle, start_heartbeat
 
 COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
             "calibrate": calibrate, "report": report, "tools": tools}
@@ -63,11 +65,10 @@ def _with_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(_with_command(sys.argv[1:] if argv is None else list(argv)))
+    start_heartbeat()  # a line at least every 15 s while a command works (progress.py)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    from trustee_lite.errors import UserError
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = stopping.install()  # Ctrl-C and SIGTERM stop at once (train's first Ctrl-C waits for its step)
     try:
         return COMMANDS[args.command].run(args)
     except UserError as err:
@@ -84,13 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(signum, frame) -> None:
-    """SIGTERM (a process manager, `kill`, `timeout`) stops a command as a second Ctrl-C does:
-    at once, the run recorded `interrupted`, resumable from its last committed step."""
-    raise KeyboardInterrupt
+        stopping.restore(previous)
+        idle()  # nothing for the heartbeat to repeat once the command has ended
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class Runtime:
         all at once), then played; every draft and trajectory is recorded as it comes. One bar
         counts the episodes, `postfix(done, total)` beside it; `on_done(traj)` after each.
         Returns each slot's trajectories, in slot and rollout order."""
-        progress = bar(episodes, desc)
+        progress = bar(episodes, desc, postfix=None if postfix is None else lambda: postfix(progress.n, progress.total))
         gate = asyncio.Semaphore(limit or max(1, episodes))
         if postfix is not None and (text := postfix(0, episodes)):
             progress.set_postfix_str(text)

@@ -38,6 +38,15 @@ def add_recipe(parser: argparse.ArgumentParser, seed_help: str | None = "run see
         parser.add_argument("--seed", type=int, default=None, help=seed_help)
 
 
+def started(args, what: str) -> None:
+    """The command's first line, once what it was given has been checked (so that a mistake in it
+    stays the only line) and before anything heavy is imported (torch alone takes seconds)."""
+    from trustee_lite.progress import doing
+
+    doing(" ".join(["trustee_lite", args.command, *([args.action] if getattr(args, "action", None) else []),
+                    args.recipe]) + f": {what}")
+
+
 def all_aborted_status(result: dict) -> int:
     """A command whose every episode aborted says why on stderr and exits 3 (`all_aborted`, the
     reasons with counts and causes, is taken out of the result); otherwise 0."""
@@ -49,9 +58,11 @@ def all_aborted_status(result: dict) -> int:
 
 
 def print_json(result: dict, db: str) -> None:
-    """The command's result: one JSON line on stdout."""
+    """The command's result: one JSON line on stdout (paths in it absolute, the database's too)."""
+    from pathlib import Path
+
     import orjson
 
-    print(orjson.dumps({**result, "db": db}).decode(), flush=True)
+    print(orjson.dumps({**result, "db": str(Path(db).resolve())}).decode(), flush=True)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from trustee_lite.cli import add_db, add_recipe, positive, print_json
+from trustee_lite.cli import add_db, add_recipe, positive, print_json, started
 
 HELP = "measure the recipe's simulator (verifier, tool simulator) on gold cases from BFCL"
 
@@ -28,6 +28,7 @@ def run(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     bfcl.require("calibrate")
     with Store(args.db) as store:
+        started(args, "building gold cases from BFCL and loading the simulator")
         result = asyncio.run(calibrate(recipe, store, args.limit))
     print(calibration_table(result["kinds"], result["simulator"]), file=sys.stderr)
     print_json({k: v for k, v in result.items() if k != "kinds"}, args.db)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json
+from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json, started
 
 HELP = "score the policy (base or adapters) on BFCL and on held-out simulated tasks"
 
@@ -44,6 +44,7 @@ def run(args) -> int:
         adapters.insert(0, None)
     plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum)
     with Store(args.db) as store:
+        started(args, "loading the policy")
         result = asyncio.run(evaluate(recipe, store, adapters, plan, seed))
     status = all_aborted_status(result)
     print_json(result, args.db)

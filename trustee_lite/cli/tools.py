@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from trustee_lite.cli import add_db, add_recipe, print_json
+from trustee_lite.cli import add_db, add_recipe, print_json, started
 
 HELP = "show the recipe's tool pool (list) or write it as one tool file (export)"
 
@@ -36,6 +36,7 @@ def run(args) -> int:
         if args.action == "list":
             print(pool_listing(recipe, store, args.names), flush=True)
             return 0
+        started(args, f"writing the pool to {args.out}")
         result = asyncio.run(export_pool(recipe, store, Path(args.out)))
     print(f"wrote {result['out']}", file=sys.stderr)
     print_json(result, args.db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json
+from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json, started
 
 HELP = "train the policy (the default command: RECIPE alone means train RECIPE)"
 
@@ -21,12 +21,14 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from trustee_lite.config import load_recipe
     from trustee_lite.store import Store
-    from trustee_lite.train.loop import train
 
     recipe = load_recipe(args.recipe, args.overrides)
     seed = recipe.seed if args.seed is None else args.seed
     out_dir = Path(args.out or Path("runs") / recipe.name).resolve()
     with Store(args.db) as store:
+        started(args, f"training into {out_dir}")
+        from trustee_lite.train.loop import train
+
         summary = asyncio.run(train(recipe, store, out_dir, seed, args.steps, args.fresh))
     status = all_aborted_status(summary)
     print_json(summary, args.db)

@@ -31,4 +31,7 @@ def backend_class(name: str) -> type[Backend]:
 def build_backend(backend: str, cfg: ModelConfig, place: str, **policy) -> Backend:
     """Load a backend. `policy` (adapter, lora, seed, gradient_checkpointing) goes to the
     transformers backend of the policy."""
+    from trustee_lite.progress import doing
+
+    doing(f"loading {place.rsplit(': ', 1)[-1]} model {cfg.model} ({backend})")
     return backend_class(backend)(cfg, place, **policy)

@@ -11,7 +11,7 @@ import orjson
 from trustee_lite.store import Store, decode_ints
 from trustee_lite.train.grpo import turn_spans
 
-STEP_FIGURES = ("mean_reward", "std_reward", "success_batch", "success_rolling", "level", "next_level", "aborted",
+STEP_FIGURES = ("mean_reward", "std_reward", "success_rate", "signal", "signal_rolling", "level", "next_level", "aborted",
                 "episodes", "policy_tokens", "simulator_tokens", "loss", "kl", "wall_s", "policy_gen_s",
                 "simulation_s", "training_s", "other_s", "policy_prefill_s", "policy_decode_s", "update_s",
                 "checkpoint_s", "prefill_tokens", "reused_tokens", "gpu_util", "gpu_mem_gib", "compile_s")
@@ -128,6 +128,39 @@ def valid_call_rates(store: Store, run_id: int) -> dict[int | None, float]:
     return _share_by_step((step, made[traj_id]) for traj_id, step in step_of.items())
 
 
+def episode_summaries(store: Store, runs: list[RunSeries]) -> dict[int, dict]:
+    """Per run that is not a training run (simulate, eval): its episodes' final rewards by value,
+    end and abort reasons, mean turns of each kind and mean tokens of each part of the policy's
+    context. Runs without episodes are left out."""
+    out = {}
+    for run in runs:
+        if run.kind == "train":
+            continue
+        rows = list(store.db.query(
+            "SELECT final_reward, end_reason, abort_reason, assistant_turns, tool_turns, user_turns, prompt_tokens, "
+            "policy_tokens, total_tokens FROM trajectories WHERE run_id = ?", [run.id]))
+        if not rows:
+            continue
+        finished = [r for r in rows if r["abort_reason"] is None]
+        rewards: dict[str, int] = {}
+        for r in finished:
+            key = f"{r['final_reward']:g}"
+            rewards[key] = rewards.get(key, 0) + 1
+        ends: dict[str, int] = {}
+        for r in rows:
+            key = f"aborted: {r['abort_reason']}" if r["abort_reason"] else r["end_reason"]
+            ends[key] = ends.get(key, 0) + 1
+        n = len(rows)
+        out[run.id] = {
+            "episodes": n, "rewards": dict(sorted(rewards.items(), key=lambda kv: float(kv[0]))), "ends": ends,
+            "turns": {kind: sum(r[f"{kind}_turns"] for r in rows) / n for kind in ("assistant", "tool", "user")},
+            "tokens": {"prompt": sum(r["prompt_tokens"] for r in rows) / n,
+                       "policy": sum(r["policy_tokens"] for r in rows) / n,
+                       "user and tools": sum(r["total_tokens"] - r["prompt_tokens"] - r["policy_tokens"]
+                                             for r in rows) / n}}
+    return out
+
+
 def sample_steps(steps: list[int], count: int) -> list[int]:
     """`count` steps spread evenly over a run, the first and the last included (0: all)."""
     if count <= 0 or count >= len(steps):
@@ -157,10 +190,15 @@ def episodes(store: Store, run: RunSeries, steps: list[int] | None) -> list[dict
         for row in store.db.query(f"SELECT * FROM turns WHERE trajectory_id IN ({', '.join('?' * len(ids))}) "
                                   "ORDER BY trajectory_id, turn_index", ids):
             turns.setdefault(row["trajectory_id"], []).append(row)
+    updated = {step for step, loss in zip(run.steps, run.figures.get("loss", [])) if loss is not None}
+    kl = (run.recipe.get("train") or {}).get("kl_coef") or 0
     for t in trajectories:
         task = tasks.setdefault((t["step"], t["task_index"]), {"task_index": t["task_index"], "step": t["step"],
                                                                "status": "unrecorded"})
-        task.setdefault("rollouts", []).append(_rollout(t, turns.get(t["id"], []), trained=run.kind == "train"))
+        # the update used a rollout's tokens: its step made an update, and it had an advantage (or a KL term)
+        trained = (t["step"] in updated and t["abort_reason"] is None and t["advantage"] is not None
+                   and (t["advantage"] != 0 or kl > 0))
+        task.setdefault("rollouts", []).append(_rollout(t, turns.get(t["id"], []), run.kind == "train", trained))
     return [{"run": run.id, **task} for task in tasks.values()]
 
 
@@ -173,10 +211,9 @@ def _task(row: dict, names: dict[str, str]) -> dict:
     return task
 
 
-def _rollout(t: dict, turn_rows: list[dict], trained: bool) -> dict:
+def _rollout(t: dict, turn_rows: list[dict], training: bool, trained: bool) -> dict:
     """A rollout: its verdict, advantage and turns; each assistant turn with the number of tokens
-    the policy wrote in it (trained when the step's update used them: a finished episode of a
-    training run)."""
+    the policy wrote in it; `training`: of a training run; `trained`: the step's update used them."""
     spans = turn_spans(decode_ints(t["policy_mask"] or b""))
     assistant = [row for row in turn_rows if row["role"] == "assistant"]
     lengths = [end - start for start, end in spans] if len(spans) == len(assistant) else [None] * len(assistant)
@@ -192,4 +229,4 @@ def _rollout(t: dict, turn_rows: list[dict], trained: bool) -> dict:
     return {"rollout_index": t["rollout_index"], "final_reward": t["final_reward"], "advantage": t["advantage"],
             "end_reason": t["end_reason"], "abort_reason": t["abort_reason"],
             "verifier_reasoning": t["verifier_reasoning"], "policy_tokens": t["policy_tokens"],
-            "trained": trained and t["abort_reason"] is None and t["advantage"] is not None, "turns": turns}
+            "training": training, "trained": trained, "turns": turns}

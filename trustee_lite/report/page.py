@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 
 from trustee_lite.errors import UserError
-from trustee_lite.report import data, plots
+from trustee_lite.progress import counted, doing
+from trustee_lite.report import data, plots, run_plots
 from trustee_lite.store import Store
 
 
@@ -32,6 +33,7 @@ def write_report(db: str, run_ids: list[int] | None, out: Path | None, trajector
         if missing:
             raise UserError("--run", f"no run {', '.join(map(str, missing))} in {db} (runs: "
                             f"{', '.join(map(str, known))})")
+        doing(f"trustee_lite report: drawing the plots of {counted(len(run_ids or known), 'run')}")
         page = build(store, run_ids, trajectory_steps, figures_dir)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -46,21 +48,26 @@ def build(store: Store, run_ids: list[int] | None, trajectory_steps: int, figure
     runs = data.runs(store, run_ids)
     scored = [r.id for r in runs if r.kind in ("eval", "calibrate")]
     results = store.eval_results(scored) if scored else []
+    summaries = data.episode_summaries(store, runs)
     made = [(plot.__name__, plot(runs)) for plot in plots.STEP_PLOTS]
-    made += [("evaluation", plots.evaluation(results)), ("calibration", plots.calibration(results))]
-    drawn = [(name, *figure) for name, figure in made if figure is not None]
+    made += [("evaluation", plots.evaluation(results))]
+    made += [(f"episodes_{plot.__name__}", plot(runs, summaries)) for plot in run_plots.RUN_PLOTS]
+    if (calibration := plots.calibration(results)) is not None:  # only where the database has results
+        made.append(("calibration", calibration))
+    drawn = [(name, svg) for name, (_, svg) in made if svg is not None]
     if figures_dir is not None:
         figures_dir.mkdir(parents=True, exist_ok=True)
-        for name, _, svg in drawn:
+        for name, svg in drawn:
             (figures_dir / f"{name}.svg").write_text(svg, encoding="utf-8")
     groups, sampled = _episode_groups(store, runs, trajectory_steps)
-    body = [_runs_table(runs)]
-    if drawn:
-        body.append('<h2 id="plots">Plots</h2><div class="plots">'
-                    + "".join(f'<div class="plot" id="plot-{name}">{svg}</div>' for name, _, svg in drawn)
-                    + "</div>")
-    else:
-        body.append('<h2 id="plots">Plots</h2><p class="note">No committed training step or evaluation result in these runs.</p>')
+    body = [_runs_table(runs), '<h2 id="plots">Plots</h2><div class="plots">'
+            + "".join(f'<div class="plot" id="plot-{name}">{svg}</div>' for name, svg in drawn) + "</div>"]
+    empty = [(name, title) for name, (title, svg) in made if svg is None]
+    if empty:
+        trained = any(r.steps for r in runs)
+        body.append('<p class="note">Empty plots:</p><ul class="empty-plots">' + "".join(
+            f'<li id="plot-{name}"><b>{html.escape(title)}</b>: {html.escape(_why_empty(name, trained))}</li>'
+            for name, title in empty) + "</ul>")
     page = resources.files("trustee_lite.report").joinpath("page.html").read_text(encoding="utf-8")
     meta = f"{store.path} · {len(runs)} runs · made {time.strftime('%Y-%m-%d %H:%M')}"
     for marker, value in (("__TITLE__", html.escape(f"trustee_lite report: {store.path.name}")),
@@ -68,6 +75,14 @@ def build(store: Store, run_ids: list[int] | None, trajectory_steps: int, figure
                           ("__BODY__", "\n".join(body)), ("__DATA__", script_json(groups))):
         page = page.replace(marker, value)
     return page
+
+
+def _why_empty(name: str, trained: bool) -> str:
+    if name.startswith("episodes_"):
+        return "no simulate or eval run with episodes in these runs"
+    if name in {plot.__name__ for plot in plots.STEP_PLOTS} and not trained:
+        return plots.NO_TRAINING
+    return plots.WHY_EMPTY.get(name, "no value recorded in these steps")
 
 
 def script_json(value) -> str:

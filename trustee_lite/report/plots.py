@@ -1,6 +1,7 @@
 """The report's figures, drawn by matplotlib as SVG text (text kept as text, so pages stay small
 and searchable). Each function takes the runs (data.RunSeries) or stored results and returns
-(title, svg), or None when it has nothing to draw."""
+(title, svg), or (title, None) when it has nothing to draw: the page then shows the title and
+why it is empty (WHY_EMPTY)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _colors(runs: list[RunSeries]) -> dict[int, str]:
 def _lines(title: str, ylabel: str, runs: list[RunSeries], series, ylim=None):
     runs = _trained(runs)
     if not runs:
-        return None
+        return title, None
     fig, (ax,) = _figure(title)
     colors = _colors(runs)
     styles = ["-", "--", ":", "-."]
@@ -77,7 +78,7 @@ def _lines(title: str, ylabel: str, runs: list[RunSeries], series, ylim=None):
             drawn = True
     if not drawn:
         _pyplot().close(fig)
-        return None
+        return title, None
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel(ylabel)
@@ -103,8 +104,8 @@ def reward(runs):
 
 
 def success(runs):
-    return _lines("Curriculum's success signal: the batch's and the rolling estimate", "signal (reward scale)", runs,
-                  lambda r: [(" batch", r.figures["success_batch"], "-"), (" rolling", r.figures["success_rolling"], ":")],
+    return _lines("Curriculum signal (mean success reward): the step's and the rolling estimate", "signal (reward scale)",
+                  runs, lambda r: [(" step", r.figures["signal"], "-"), (" rolling", r.figures["signal_rolling"], ":")],
                   ylim=(-1.05, 1.05))
 
 
@@ -136,7 +137,7 @@ def _per_run_bars(title: str, ylabel: str, runs: list[RunSeries], parts_of):
     """Stacked bars per step, one panel per run (at most 4 panels)."""
     runs = _trained(runs)[:4]
     if not runs:
-        return None
+        return title, None
     fig, axes = _figure(title, width=max(6.4, 3.4 * len(runs)), cols=len(runs))
     drawn = False
     for ax, run in zip(axes, runs):
@@ -152,7 +153,7 @@ def _per_run_bars(title: str, ylabel: str, runs: list[RunSeries], parts_of):
         ax.xaxis.set_major_locator(_integer_ticks())
     if not drawn:
         _pyplot().close(fig)
-        return None
+        return title, None
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=7)
     return title, _svg(fig)
@@ -185,14 +186,16 @@ def time_parts(run: RunSeries) -> list[tuple[str, list[float]]]:
             ("checkpoint", col("checkpoint_s")), ("waiting", col("other_s"))]
 
 
-def _grouped_bars(title: str, ylabel: str, rows: list[str], columns: dict[str, dict[str, float | None]], ylim=None):
-    """One group of bars per row (category), one bar per column (variant)."""
+def _grouped_bars(title: str, ylabel: str, rows: list[str], columns: dict[str, dict[str, float | None]], ylim=None,
+                  digits: int = 2):
+    """One group of bars per row (category), one bar per column (variant), each labelled with its
+    value to `digits` decimals."""
     fig, (ax,) = _figure(title, width=max(6.4, 0.9 * len(rows) * max(1, len(columns)) ** 0.5 + 2))
     width = 0.8 / max(1, len(columns))
     for i, (column, cells) in enumerate(columns.items()):
         xs = [j + i * width for j in range(len(rows))]
         bars = ax.bar(xs, [cells.get(r) or 0 for r in rows], width=width, label=column, color=f"C{i}")
-        ax.bar_label(bars, labels=["-" if cells.get(r) is None else f"{cells[r]:.2f}" for r in rows], fontsize=7)
+        ax.bar_label(bars, labels=["-" if cells.get(r) is None else f"{cells[r]:.{digits}f}" for r in rows], fontsize=7)
     ax.set_xticks([j + width * (len(columns) - 1) / 2 for j in range(len(rows))])
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
@@ -204,15 +207,16 @@ def _grouped_bars(title: str, ylabel: str, rows: list[str], columns: dict[str, d
 
 def evaluation(results: list[dict]):
     """BFCL accuracy and held-out mean reward, variants side by side (the newest result of each pair)."""
+    title = "Evaluation: BFCL accuracy, held-out tasks' mean reward"
     results = [r for r in results if r["benchmark"] != "calibration"]
     if not results:
-        return None
+        return title, None
     columns: dict[str, dict[str, float | None]] = defaultdict(dict)
     for r in results:
         row = r["category"] if r["benchmark"] == "bfcl" else f"simulated {r['category']} (reward)"
         columns[f"{column_name(r)} (run {r['run_id']})"][row] = r["score"]
     rows = list(dict.fromkeys(row for cells in columns.values() for row in cells))
-    return _grouped_bars("Evaluation: BFCL accuracy, held-out tasks' mean reward", "score", rows, dict(columns),
+    return _grouped_bars(title, "score", rows, dict(columns),
                          ylim=(-1.05, 1.05) if any(r.startswith("simulated") for r in rows) else (0, 1.05))
 
 
@@ -228,3 +232,13 @@ def calibration(results: list[dict]):
 
 
 STEP_PLOTS = (valid_calls, reward, learning_signal, success, level, aborts, tokens, time_split, gpu_busy, gpu_memory, loss)
+
+NO_TRAINING = "no committed training step in these runs (`python -m trustee_lite RECIPE` trains)"
+# Why a plot that has training steps to draw from can still be empty.
+WHY_EMPTY = {
+    "aborts": "no episode aborted",
+    "gpu_busy": "every step ran without an NVIDIA GPU (NVML gives these figures)",
+    "gpu_memory": "every step ran without an NVIDIA GPU (NVML gives these figures)",
+    "loss": "no step made an update: every group's rollouts scored alike (advantage 0) and there is no KL term",
+    "evaluation": "no eval run in these runs (`python -m trustee_lite eval RECIPE --bfcl simple_python`)",
+}

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trustee_lite import stopping
 from trustee_lite.config import Recipe
 from trustee_lite.env.knobs import knobs_at
 from trustee_lite.lm.gpu_monitor import GpuFigures
 from trustee_lite.metrics import all_aborted, episode_figures, mean, rounded, time_split
-from trustee_lite.progress import duration, run_eta, say
+from trustee_lite.progress import Activity, counted, doing, duration, resume, run_eta, say
 from trustee_lite.records import StepRecord, StepTimes, TaskDraft, Trajectory
 from trustee_lite.runtime import Run, Runtime, open_runtime, preflight, recorded_run
 from trustee_lite.store import Store
@@ -47,6 +48,9 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
     check_installed(recipe.train.report_to, recipe.source)
     start = time.perf_counter()
     state = plan_run(store, recipe, out_dir, seed, fresh)  # a resume error shows before models load
+    total = steps or recipe.train.steps
+    if state.run_id is not None and state.next_step > total:
+        return finished_run(store, state, out_dir, total)
     async with open_runtime(recipe, store) as runtime:
         # the run is written once the tool pool and the models are known good
         state = begin_run(store, recipe, out_dir, seed, fresh, state)
@@ -56,6 +60,23 @@ async def train(recipe: Recipe, store: Store, out_dir: Path, seed: int, steps: i
         with recorded_run(store, "train", recipe, seed, run_id=state.run_id) as run:
             store.set_tool_names(state.run_id, runtime.pool.original_names)
             return await run_training(runtime, run, state, out_dir, seed, steps or recipe.train.steps, start)
+
+
+def finished_run(store: Store, state: RunState, out_dir: Path, total: int) -> dict:
+    """A run that already has its steps: said so, with how to go on, and its recorded summary;
+    no model is loaded."""
+    done = state.next_step - 1
+    say(f"run {state.run_id} in {out_dir} is finished: {done} of {counted(total, 'step')} done; to train it further, "
+        f"run again with --steps {done + 1} or more (or --set train.steps=N); to start another, --out DIR or --fresh")
+    last = store.last_step(state.run_id)
+    adapter = out_dir / "adapter"
+    if not (adapter / "adapter_model.safetensors").is_file():  # a run stopped between its last commit and the copy
+        adapter = export_adapter(Path(last["checkpoint"]), out_dir)
+    totals = store.run_totals(state.run_id)
+    return {"run_id": state.run_id, "status": "done", "steps": done, "steps_this_process": 0,
+            "episodes": totals["episodes"], "aborted": totals["aborted"],
+            "mean_reward": None if totals["mean_reward"] is None else round(totals["mean_reward"], 4),
+            "level": last["next_level"], "adapter": str(adapter)}
 
 
 @dataclass
@@ -82,7 +103,8 @@ class _Totals:
 
 class _StopOnInterrupt:
     """First Ctrl-C: finish the current step (checkpoint included), then stop. Second: stop now
-    (the default handler; the run resumes from the last committed step)."""
+    (stopping.stop_now: generation ends at its next token; the run resumes from the last
+    committed step)."""
 
     def __init__(self):
         self.requested = False
@@ -98,10 +120,12 @@ class _StopOnInterrupt:
     def _first(self) -> None:
         self.requested = True
         self.loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, stopping.stop_now)
         say("stopping after this step's checkpoint (Ctrl-C again to stop now)")
 
     def __exit__(self, *exc):
-        self.loop.remove_signal_handler(signal.SIGINT)
+        if self.loop.remove_signal_handler(signal.SIGINT):
+            signal.signal(signal.SIGINT, stopping.stop_now)
 
 
 async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Path, seed: int,
@@ -125,10 +149,19 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
     prefetch: asyncio.Task | None = None
     monitor = service.backend.gpu_monitor()  # None without a GPU
 
-    def drafts_for(step: int, at_level: int) -> asyncio.Task:
+    def drafts_for(step: int, at_level: int, ahead: bool = False) -> tuple[asyncio.Task, Activity]:
+        """The step's task drafts, counted for the heartbeat (quietly when drafted ahead, while
+        the step before trains)."""
         first = (step - 1) * cfg.tasks_per_step
-        return asyncio.ensure_future(asyncio.gather(*(
-            runtime.draft_slot(first + slot, at_level, seed) for slot in range(cfg.tasks_per_step))))
+        activity = doing(f"step {step}/{total_steps}: drafting {counted(cfg.tasks_per_step, 'task')} at level {at_level}",
+                         cfg.tasks_per_step, quiet=ahead)
+
+        async def counted_draft(slot: int) -> TaskDraft:
+            draft = await runtime.draft_slot(first + slot, at_level, seed)
+            activity.done += 1
+            return draft
+
+        return asyncio.ensure_future(asyncio.gather(*(counted_draft(s) for s in range(cfg.tasks_per_step)))), activity
 
     with _StopOnInterrupt() as stop:
         try:
@@ -141,7 +174,10 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                     monitor.start()
                 marks = _marks(runtime)
                 log.info("step %d: tasks (level %d)", step, level)
-                drafts = await (prefetch or drafts_for(step, level))
+                if prefetch is None:
+                    prefetch = drafts_for(step, level)
+                resume(prefetch[1])
+                drafts = await prefetch[0]
                 prefetch = None
                 log.info("step %d: rollouts", step)
                 groups = await _rollouts(runtime, state.run_id, step, total_steps, drafts, seed,
@@ -151,8 +187,9 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                 flat = [t for g in groups for t in g]
                 new_level, batch_signal = move_level(level, [t.final_reward for t in flat], estimator, cur)
                 if step < total_steps and not stop.requested:
-                    prefetch = drafts_for(step + 1, new_level)
+                    prefetch = drafts_for(step + 1, new_level, ahead=True)
                 log.info("step %d: update", step)
+                doing(f"step {step}/{total_steps}: updating the adapter", quiet=True)
                 train_start = time.perf_counter()
                 advantages = step_advantages(groups)
                 samples = training_samples(groups, advantages, cfg.advantage_mode)
@@ -169,7 +206,8 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                 record = StepRecord(
                     step=step, level=level, next_level=new_level, knobs=json.dumps(knobs_at(level, cur.knobs).__dict__),
                     tasks=sum(d.task is not None for d in drafts), **_episode_columns(figures),
-                    success_batch=rounded(mean(batch_signal)), success_rolling=estimator.value,
+                    success_rate=figures["success_rate"], signal=rounded(mean(batch_signal)),
+                    signal_rolling=rounded(estimator.value),
                     **_deltas(runtime, marks), update=update, times=StepTimes(**split), checkpoint=str(folder),
                     gpu_util=gpu.utilisation if gpu else None, gpu_mem_gib=gpu.memory_gib if gpu else None)
                 store.add_step(state.run_id, record, {  # the commit point of the step
@@ -181,19 +219,19 @@ async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Pat
                 totals.add(split, update.loss is not None, gpu, every_aborted)
                 prune_checkpoints(out_dir, cfg.checkpoint_every, total_steps)
                 eta = run_eta(earlier + totals.step_seconds, total_steps - step - 1, 0.0, 0, 0) if step < total_steps else None
-                say(_summary_line(step, total_steps, level, new_level, figures, update, split, gpu)
+                say(_summary_line(total_steps, record, figures, split, gpu)
                     + (f" | run ETA {duration(eta)}" if eta is not None else ""))
                 if every_aborted:
                     say(f"step {step}: every episode aborted: {every_aborted}")
                 level = new_level
         finally:
             if prefetch is not None:
-                prefetch.cancel()
+                prefetch[0].cancel()
             if monitor is not None:
                 monitor.halt()
             trackers.close()
     if totals.steps and not totals.trained:
-        say(f"no update in these {totals.steps} steps: every group's rollouts scored alike (advantage 0), so the "
+        say(f"no update in {'this step' if totals.steps == 1 else f'these {totals.steps} steps'}: every group's rollouts scored alike (advantage 0), so the "
             "adapter is still the initial one; see README, Limits: a policy that never calls a tool learns nothing")
     last = store.last_step(state.run_id)
     adapter = export_adapter(Path(last["checkpoint"]), out_dir) if last else None
@@ -219,7 +257,7 @@ async def _rollouts(runtime: Runtime, run_id: int, step: int, total_steps: int, 
     per_task = runtime.recipe.rollout.rollouts_per_task
 
     def eta(done: int, total: int) -> str:
-        left = run_eta(step_seconds, total_steps - step, time.perf_counter() - step_start if done else 0.0, done, total)
+        left = run_eta(step_seconds, total_steps - step, time.perf_counter() - step_start, done, total)
         return f"run ETA {duration(left)}" if left is not None else ""
 
     async def drafted(index: int) -> TaskDraft:
@@ -261,12 +299,14 @@ def _compile_s(runtime: Runtime) -> float:
     return sum(s.stats.compile_s for s in services)
 
 
-def _summary_line(step, total, level, new_level, figures, update, split, gpu: GpuFigures | None = None) -> str:
+def _summary_line(total: int, record: StepRecord, figures: dict, split: dict, gpu: GpuFigures | None = None) -> str:
     def num(value, fmt="{:.3f}"):
         return "-" if value is None else fmt.format(value)
 
-    return (f"step {step}/{total}: level {level}->{new_level} reward {num(figures['mean_reward'])}"
-            f" success {num(figures['success_rate'], '{:.2f}')} aborted {figures['aborted']}/{figures['episodes']}"
+    update = record.update
+    return (f"step {record.step}/{total}: level {record.level}->{record.next_level} reward {num(figures['mean_reward'])}"
+            f" success rate {num(figures['success_rate'], '{:.2f}')} signal {num(record.signal)}"
+            f" (rolling {num(record.signal_rolling)}) aborted {figures['aborted']}/{figures['episodes']}"
             f" loss {num(update.loss, '{:.4f}')} kl {num(update.kl, '{:.5f}')} | {split['wall_s']:.1f}s"
             f" (policy {split['policy_gen_s']:.1f} [prefill {split['policy_prefill_s']:.1f}"
             f" decode {split['policy_decode_s']:.1f}] sim {split['simulation_s']:.1f} update {split['update_s']:.1f}"
