@@ -19,7 +19,7 @@ from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.simulator import decoding_schema
 from trustee_lite.env.toolcalls import format_call
-from trustee_lite.lm import backend_class
+from trustee_lite.lm import backend_class, converted
 from trustee_lite.lm.models import locate
 from trustee_lite.lm.quant import UNSLOTH_MAX_SEQ_LENGTH
 from trustee_lite.memory import (
@@ -71,7 +71,12 @@ def find_model(recipe: Recipe, name: str) -> Found | str | None:
         return None
     if cfg.model == EMBEDDED or Path(cfg.model).exists():
         location = locate(cfg)
-        return Found(location.source, location.gguf_file, "embedded SmolLM2-135M" if cfg.model == EMBEDDED else cfg.model)
+        label = "embedded SmolLM2-135M" if cfg.model == EMBEDDED else cfg.model
+        gguf = Path(location.source) / location.gguf_file if location.gguf_file else None
+        copy = converted.any_copy(gguf) if gguf is not None and gguf.is_file() else None
+        if copy is not None:  # the converted copy of the GGUF file: the same config and tokenizer, read at once
+            return Found(str(copy), None, label)
+        return Found(location.source, location.gguf_file, label)
     from huggingface_hub import try_to_load_from_cache
 
     config = try_to_load_from_cache(cfg.model, "config.json")

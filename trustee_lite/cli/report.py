@@ -3,7 +3,7 @@ the run record; it opens offline in any browser."""
 
 from __future__ import annotations
 
-from trustee_lite.cli import add_db
+from trustee_lite.cli import add_db, print_json
 
 HELP = "an HTML report of runs: per-step plots, evaluation scores and a trajectory browser"
 
@@ -21,11 +21,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    import orjson
-
     from trustee_lite.report.page import write_report
 
     written = write_report(args.db, args.run, Path(args.out) if args.out else None, args.trajectories,
                            Path(args.figures) if args.figures else None)
-    print(orjson.dumps(written).decode())
+    print_json({**written, "report": str(Path(written["report"]).resolve())}, args.db)
     return 0
