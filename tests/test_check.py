@@ -15,6 +15,7 @@ from trustee_lite.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+EMBEDDED = {r for r in RECIPES if yaml.safe_load((ROOT / "recipes" / r).read_text())["policy"]["model"] == "embedded"}
 ROWS = ("recipe", "policy", "simulator", "tools", "template", "episode", "memory", "device")
 
 
@@ -23,7 +24,7 @@ def empty_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
-@pytest.mark.parametrize("name", [r for r in RECIPES if r != "smoke.yaml"])
+@pytest.mark.parametrize("name", [r for r in RECIPES if r not in EMBEDDED])
 def test_missing_models_are_one_line_each_with_the_download_command(name, capsys):
     data = yaml.safe_load((ROOT / "recipes" / name).read_text())
     assert main(["check", str(ROOT / "recipes" / name)]) == 2
@@ -58,13 +59,13 @@ def with_tiny_models(name: str, folder: Path, tmp_path: Path, base_url: str) -> 
 @pytest.mark.parametrize("name", RECIPES)
 def test_with_a_local_model_in_place_the_table_and_exit_0(name, family_dirs, answering_server, tmp_path, capsys):
     recipe = with_tiny_models(name, family_dirs["qwen3"], tmp_path, answering_server)
-    gpu = [] if name == "smoke.yaml" else ["--gpu", "24"]
+    gpu = [] if name in EMBEDDED else ["--gpu", "24"]
     status = main(["check", str(recipe), *gpu])
     out, err = capsys.readouterr()
     assert status == 0, err
     assert [line.split()[0] for line in out.strip().splitlines() if not line.startswith("warning")] == list(ROWS)
     assert "a two-turn episode renders" in out and err.strip().endswith("the recipe can run")
-    if name != "smoke.yaml":
+    if name not in EMBEDDED:
         assert "native tools (<tool_call>)" in out and "a card of 24 GiB (--gpu): fits" in out
 
 

@@ -37,8 +37,8 @@ def test_the_first_line_comes_before_torch_is_imported():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     first, end = [eval(line) for line in done.stdout.splitlines() if line.startswith(("('", '("'))]
-    assert first == ("trustee_lite check recipes/smoke.yaml: reading the models' configs and tokenizers (no weights)",
-                     False), done.stderr[-2000:]
+    assert first == ("smoke.yaml: reading the policy's config and tokenizer (no weights)", False), \
+        done.stderr[-2000:]
     assert end == ("end", True, 0)  # the command did import torch, after
 
 

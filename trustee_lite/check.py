@@ -32,6 +32,7 @@ from trustee_lite.memory import (
     lora_training_bytes,
     weight_bytes,
 )
+from trustee_lite.progress import doing
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     sim_backend = backend_class(recipe.simulator.backend)
     if sim_backend.remote:  # a server answers; a local model's needs are the estimate below
         sim_backend.check_runnable(recipe.simulator, f"{recipe.source}: simulator")
+    doing(f"{recipe.source}: reading the policy's config and tokenizer (no weights)")  # before torch's import
     from transformers import AutoConfig, AutoTokenizer
 
     policy = found["policy"]

@@ -39,12 +39,14 @@ def add_recipe(parser: argparse.ArgumentParser, seed_help: str | None = "run see
 
 
 def started(args, what: str) -> None:
-    """The command's first line, once what it was given has been checked (so that a mistake in it
-    stays the only line) and before anything heavy is imported (torch alone takes seconds)."""
+    """What the command does, once what it was given has been checked: said by the heartbeat if
+    nothing else is said for a while. The first line of a command that loads models is its first
+    model's ("loading policy model ..."), before torch is imported; a mistake found before that
+    (recipe, tool pool, database, a GPU the recipe needs) stays the only line."""
     from trustee_lite.progress import doing
 
     doing(" ".join(["trustee_lite", args.command, *([args.action] if getattr(args, "action", None) else []),
-                    args.recipe]) + f": {what}")
+                    args.recipe]) + f": {what}", quiet=True)
 
 
 def all_aborted_status(result: dict) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from trustee_lite.cli import add_recipe, positive_float, started
+from trustee_lite.cli import add_recipe, positive_float
 
 HELP = "preflight: model files, chat template, token budget, memory estimate; loads no weights"
 
@@ -23,7 +23,6 @@ def run(args) -> int:
     from trustee_lite.config import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    started(args, "reading the models' configs and tokenizers (no weights)")
     report = check_recipe(recipe, args.gpu)
     if report.rows:
         print(report.table(), flush=True)

@@ -10,6 +10,7 @@ current policy).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -109,6 +110,7 @@ class _StopOnInterrupt:
     def __init__(self):
         self.requested = False
         self.loop = asyncio.get_running_loop()
+        self.previous = signal.getsignal(signal.SIGINT)  # restored at the end (stop_now under the CLI)
 
     def __enter__(self):
         try:
@@ -124,8 +126,9 @@ class _StopOnInterrupt:
         say("stopping after this step's checkpoint (Ctrl-C again to stop now)")
 
     def __exit__(self, *exc):
-        if self.loop.remove_signal_handler(signal.SIGINT):
-            signal.signal(signal.SIGINT, stopping.stop_now)
+        self.loop.remove_signal_handler(signal.SIGINT)
+        with contextlib.suppress(ValueError, TypeError):  # not the main thread; a handler not set from Python
+            signal.signal(signal.SIGINT, self.previous)
 
 
 async def run_training(runtime: Runtime, run: Run, state: RunState, out_dir: Path, seed: int,
