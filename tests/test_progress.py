@@ -48,8 +48,9 @@ def test_the_heartbeat_repeats_what_is_being_done(monkeypatch):
     now = progress.NOW.last = time.monotonic()
     assert progress.heartbeat_line(now + 14) is None  # something was written less than 15 s ago
     activity.done = 3
-    progress.NOW.last = now - 16
-    assert progress.heartbeat_line(now).startswith("step 1/3: drafting 4 tasks at level 1: 3 of 4 done (")
+    progress.NOW.last = now - 60  # the last line long ago: still, the activity began just now
+    assert progress.heartbeat_line(now + 1) is None
+    assert progress.heartbeat_line(now + 16).startswith("step 1/3: drafting 4 tasks at level 1: 3 of 4 done (")
 
 
 def test_the_heartbeat_remakes_a_quiet_bars_postfix(monkeypatch):

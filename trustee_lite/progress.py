@@ -106,8 +106,8 @@ def heartbeat_line(now: float) -> str | None:
             return None
         text = postfix() if postfix is not None else ""
         return f"{progress.desc}: {progress.n} of {progress.total} {progress.unit}s done" + (f", {text}" if text else "")
-    if NOW.activity is None or now - NOW.last < HEARTBEAT_S:
-        return None
+    if NOW.activity is None or now - max(NOW.last, NOW.activity.started) < HEARTBEAT_S:
+        return None  # said (or begun) less than HEARTBEAT_S ago
     return NOW.activity.line(now)
 
 
