@@ -13,9 +13,12 @@ from trustee_lite.lm.base import Backend, Completion, GenerationError, GenReques
 
 
 def role_of(request: GenRequest) -> str:
-    """Which simulator role a request is for, read from its JSON schema's fields."""
+    """Which simulator role a request is for, read from its JSON schema's fields ("task_completer":
+    the task generator completing a task from the user's file)."""
     fields = set((request.json_schema or {}).get("properties", {}))
-    for role, marker in (("task_generator", "first_user_query"), ("user_simulator", "response"),
+    for role, marker in (("task_generator", "first_user_query"), ("task_completer", "user_intent"),
+                         ("task_completer", "user_persona"), ("task_completer", "expected_tool_calls"),
+                         ("user_simulator", "response"),
                          ("tool_simulator", "result"), ("verifier", "reasoning")):
         if marker in fields:
             return role

@@ -16,7 +16,7 @@ from trustee_lite.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
 EMBEDDED = {r for r in RECIPES if yaml.safe_load((ROOT / "recipes" / r).read_text())["policy"]["model"] == "embedded"}
-ROWS = ("recipe", "policy", "simulator", "tools", "template", "episode", "memory", "device")
+ROWS = ("recipe", "policy", "simulator", "tools", "tasks", "template", "episode", "memory", "device")
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +51,8 @@ def with_tiny_models(name: str, folder: Path, tmp_path: Path, base_url: str) -> 
             data[section]["model"] = str(folder)
     if data["simulator"].get("backend") == "openai":
         data["simulator"]["base_url"] = base_url
+    if "tasks" in data:  # the recipe's tasks file, from the recipes folder
+        data["tasks"]["file"] = str(ROOT / "recipes" / data["tasks"]["file"])
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -63,7 +65,8 @@ def test_with_a_local_model_in_place_the_table_and_exit_0(name, family_dirs, ans
     status = main(["check", str(recipe), *gpu])
     out, err = capsys.readouterr()
     assert status == 0, err
-    assert [line.split()[0] for line in out.strip().splitlines() if not line.startswith("warning")] == list(ROWS)
+    rows = [r for r in ROWS if r != "tasks" or "tasks" in yaml.safe_load((ROOT / "recipes" / name).read_text())]
+    assert [line.split()[0] for line in out.strip().splitlines() if not line.startswith("warning")] == rows
     assert "a two-turn episode renders" in out and err.strip().endswith("the recipe can run")
     if name not in EMBEDDED:
         assert "native tools (<tool_call>)" in out and "a card of 24 GiB (--gpu): fits" in out

@@ -16,7 +16,9 @@ SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 
 
 @pytest.mark.parametrize("args, expected", [
-    ([SMOKE], "eval: nothing to evaluate: give --bfcl CATEGORY ... and/or --simulated N"),
+    ([SMOKE], "eval: nothing to evaluate: give --bfcl CATEGORY ..., --simulated N and/or --tasks [FILE]"),
+    ([SMOKE, "--tasks"], "--tasks: smoke.yaml holds no tasks out (it needs a tasks section with holdout > 0)"),
+    ([SMOKE, "--tasks", "/nonexistent/tasks.jsonl"], "--tasks: file not found: /nonexistent/tasks.jsonl"),
     ([SMOKE, "--bfcl", "simple_java"], "--bfcl: unknown or unsupported BFCL category 'simple_java'"),
     ([SMOKE, "--bfcl", "simple_python", "--adapter", "/nonexistent/adapter"], "--adapter: /nonexistent/adapter: not a PEFT adapter folder"),
     ([SMOKE, "--simulated", "2", "--level", "0"], "--level: must be between 1 and 100, got 0"),
@@ -51,8 +53,11 @@ def adapter(tmp_path_factory, smol_backend):
 
 def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
     db = tmp_path / "db.sqlite"
+    tasks = tmp_path / "mine.jsonl"  # one of the CPU recipe's tasks, as a user's own file
+    tasks.write_text((ROOT / "recipes" / "tasks" / "single-call.jsonl").read_text().splitlines()[0] + "\n")
     status = main(["eval", SMOKE, "--bfcl", "simple_python", "irrelevance", "--limit", "2", "--max-new-tokens", "24",
-                   "--simulated", "1", "--base", "--adapter", str(adapter), "--db", str(db)])
+                   "--simulated", "1", "--tasks", str(tasks), "--base", "--adapter", str(adapter), "--db", str(db),
+                   "--set", "policy.max_new_tokens=16", "--set", "simulator.max_new_tokens=96"])  # episodes kept short
     out, err = capsys.readouterr()
     assert status == 0, err
     result = json.loads(out)
@@ -60,7 +65,9 @@ def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
     assert [v["adapter"] for v in variants] == [None, str(adapter.resolve())]
     for v in variants:
         by_category = {s["category"]: s for s in v["scores"]}
-        assert set(by_category) == {"simple_python", "irrelevance", "level 1"}
+        assert set(by_category) == {"simple_python", "irrelevance", "level 1", "mine.jsonl"}
+        mine = by_category["mine.jsonl"]
+        assert mine["benchmark"] == "tasks" and mine["count"] == 1 and 0 <= mine["figures"]["success_rate"] <= 1
         assert by_category["simple_python"]["count"] == 2 and by_category["level 1"]["count"] == 1
         assert 0 <= by_category["simple_python"]["score"] <= 1
         bfcl_errors = sum(by_category["simple_python"]["errors"].values())
@@ -68,6 +75,7 @@ def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
         assert 0 <= by_category["level 1"]["abort_rate"] <= 1
     assert variants[1]["scores"][0]["adapter_step"] == 3
     assert "== base" in err and "bfcl category  accuracy" in err and "simulated held-out tasks, level 1" in err
+    assert "tasks mine.jsonl: mean verifier reward " in err
     header = [line for line in err.splitlines() if line.startswith("category")]  # the side-by-side view
     assert len(header) == 1 and header[0].split()[1] == "base" and header[0].endswith("/adapter @3")
 
@@ -75,15 +83,16 @@ def test_base_and_adapter_side_by_side(adapter, tmp_path, capsys):
     runs = [r[0] for r in con.execute("SELECT id FROM runs WHERE kind = 'eval' AND status = 'done' ORDER BY id")]
     assert len(runs) == 2
     assert con.execute("SELECT count(*) FROM eval_items").fetchone()[0] == 2 * 4
-    assert con.execute("SELECT count(*) FROM eval_results").fetchone()[0] == 2 * 3
+    assert con.execute("SELECT count(*) FROM eval_results").fetchone()[0] == 2 * 4
     tasks = [[row for row in con.execute(
-        "SELECT task_index, status, first_user_query FROM tasks WHERE run_id = ? ORDER BY task_index", [run])] for run in runs]
-    assert len(tasks[0]) == 1 and tasks[0] == tasks[1]  # held-out tasks: the same for every variant
+        "SELECT task_index, status, first_user_query, origin FROM tasks WHERE run_id = ? ORDER BY id", [run])] for run in runs]
+    assert len(tasks[0]) == 2 and tasks[0] == tasks[1]  # held-out and own tasks: the same for every variant
+    assert [t[3] for t in tasks[0]] == [None, "mine.jsonl#weather-paris"]
 
     assert main(["compare", "--db", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["category", "base"] and lines[0].endswith("/adapter @3")
-    assert [line.split()[0] for line in lines[1:]] == ["simple_python", "irrelevance", "simulated"]
+    assert [line.split()[0] for line in lines[1:]] == ["simple_python", "irrelevance", "simulated", "tasks"]
 
 
 def test_missing_bfcl_eval_says_how_to_install(tmp_path):

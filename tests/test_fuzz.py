@@ -1,5 +1,5 @@
 """The front door, fuzzed (Hypothesis): random and mutated recipes, tool files (flat and grouped
-lists, JSON and YAML) and OpenAPI specs go to the loaders; each one gives a valid result or a
+lists, JSON and YAML), OpenAPI specs and tasks files (JSONL, JSON, YAML, CSV) go to the loaders; each one gives a valid result or a
 UserError whose every line is one line, never another exception. 500 examples each."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from trustee_lite.config import load_recipe, parse_recipe
 from trustee_lite.env.pool.openapi import openapi_entries
 from trustee_lite.env.pool.tools import build_pool, load_pool
+from trustee_lite.env.task_file import read_tasks, resolve
 from trustee_lite.errors import UserError, UserErrors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,8 @@ LIBRARY = json.loads((ROOT / "trustee_lite" / "env" / "pool" / "tool_library.jso
 SOME_TOOLS = {c: dict(list(sets.items())[:2]) for c, sets in list(LIBRARY.items())[:3]}  # grouped form
 FLAT_TOOLS = [t for sets in SOME_TOOLS.values() for tools in sets.values() for t in tools]
 OPENAPI = yaml.safe_load((ROOT / "tests" / "tool_sources" / "shop.openapi.yaml").read_text())
+TASKS = [json.loads(line) for line in (ROOT / "recipes" / "tasks" / "single-call.jsonl").read_text().splitlines()[:4]]
+POOL = load_pool()
 FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 WORK = Path(tempfile.mkdtemp(prefix="trustee-fuzz-"))
 
@@ -111,3 +114,33 @@ def test_openapi_specs(data):
     doc = mutated(OPENAPI, data, 4) if data.draw(st.integers(0, 9)) else data.draw(values)
     path = written("fuzz_spec.yaml", yaml.safe_dump(doc))
     one_line_or_valid(lambda: build_pool(openapi_entries(str(path))))
+
+
+@FUZZ
+@given(st.data())
+def test_tasks_files(data):
+    import csv
+    import io
+
+    doc = mutated(TASKS, data, 4) if data.draw(st.integers(0, 9)) else data.draw(values)
+    form = data.draw(st.sampled_from(["jsonl", "json", "yaml", "csv"]))
+    if form == "jsonl":
+        rows = doc if isinstance(doc, list) else [doc]
+        text = "\n".join(json.dumps(r) for r in rows)
+    elif form == "json":
+        text = json.dumps(doc)
+    elif form == "yaml":
+        text = yaml.safe_dump(doc)
+    else:
+        out = io.StringIO()
+        rows = [r for r in (doc if isinstance(doc, list) else [doc]) if isinstance(r, dict)]
+        writer = csv.writer(out)
+        keys = sorted({str(k) for r in rows for k in r})
+        writer.writerow(keys)
+        for r in rows:
+            writer.writerow([json.dumps(r.get(k)) if isinstance(r.get(k), (list, dict)) else r.get(k, "") for k in keys])
+        text = out.getvalue()
+    cut = data.draw(st.integers(0, len(text)))
+    noise = data.draw(st.text(max_size=4))
+    path = written(f"fuzz_tasks.{form}", text[:cut] + noise + text[cut + len(noise):] if data.draw(st.booleans()) else text)
+    one_line_or_valid(lambda: resolve(read_tasks(path, need_tools=data.draw(st.booleans())), POOL))

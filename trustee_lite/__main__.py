@@ -8,6 +8,8 @@
     python -m trustee_lite report [--db PATH] [--run ID ...] [--out FILE] [--trajectories N] [--figures DIR]
     python -m trustee_lite tools list RECIPE [--names] [--db PATH]
     python -m trustee_lite tools export RECIPE --out FILE [--db PATH]
+    python -m trustee_lite tasks import bfcl CATEGORY --out FILE [--tools FILE] [--limit N]
+    python -m trustee_lite tasks import pool QUERIES --out FILE [--tools FILE]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.
@@ -22,13 +24,13 @@ import sqlite3
 import sys
 
 from trustee_lite import stopping
-from trustee_lite.cli import calibrate, check, compare, report, simulate, tools, train
+from trustee_lite.cli import calibrate, check, compare, report, simulate, tasks, tools, train
 from trustee_lite.cli import eval as evaluate
 from trustee_lite.errors import UserError
 from trustee_lite.progress import idle, start_heartbeat
 
 COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
-            "calibrate": calibrate, "report": report, "tools": tools}
+            "calibrate": calibrate, "report": report, "tools": tools, "tasks": tasks}
 
 
 def _parser() -> argparse.ArgumentParser:

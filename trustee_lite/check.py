@@ -18,6 +18,8 @@ from trustee_lite.env.pool.sources import preview_pool
 from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.simulator import decoding_schema
+from trustee_lite.env.task_file import read_tasks
+from trustee_lite.env.task_source import task_set
 from trustee_lite.env.toolcalls import format_call
 from trustee_lite.lm import backend_class, converted
 from trustee_lite.lm.models import locate
@@ -32,7 +34,7 @@ from trustee_lite.memory import (
     lora_training_bytes,
     weight_bytes,
 )
-from trustee_lite.progress import doing
+from trustee_lite.progress import counted, doing
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     rows.append(("simulator", _simulator_row(recipe, found["simulator"])))
     pool, pool_text = preview_pool(recipe)
     rows.append(("tools", pool_text))
+    if recipe.tasks is not None:
+        rows.append(("tasks", _tasks_row(recipe, pool)))
     try:
         episode = episode_budget(recipe, tokenizer, pool)
     except TemplateError as err:
@@ -138,6 +142,16 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     rows.append(("device", card_row))
     problems += [card_problem] if card_problem else []
     return rows, problems
+
+
+def _tasks_row(recipe: Recipe, pool: ToolPool) -> str:
+    """The tasks file, read and resolved in the pool (a mistake in it is the command's one line)."""
+    cfg = recipe.tasks
+    tasks = task_set(cfg, read_tasks(cfg.file, need_tools=cfg.mode != "examples"), pool, recipe.seed)
+    use = {"replace": "every task from the file", "mix": f"{cfg.from_file:.0%} of tasks from the file, the rest generated",
+           "examples": f"every task generated, {counted(cfg.examples, 'file task')} shown as examples"}[cfg.mode]
+    return (f"{tasks.file}: {counted(len(tasks.train) + len(tasks.held_out), 'task')} ({len(tasks.train)} for training, "
+            f"{len(tasks.held_out)} held out); mode {cfg.mode}: {use}")
 
 
 def _simulator_row(recipe: Recipe, found) -> str:

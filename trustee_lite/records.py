@@ -25,6 +25,15 @@ class KnobValues:
 
 
 @dataclass(frozen=True)
+class ExpectedCall:
+    """A call a task expects; with `arguments`, code checks that some well-formed call of that
+    name gave those values (env/verifier.py), before the verifier is asked."""
+
+    name: str
+    arguments: dict[str, Any] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
 class Task:
     index: int  # position of the task in its run
     category: str
@@ -34,6 +43,8 @@ class Task:
     expected_tool_calls: tuple[str, ...]
     user_persona: str
     first_user_query: str
+    origin: str | None = None  # "FILE#ID" for a task from the user's tasks file; None: generated
+    checks: tuple[ExpectedCall, ...] = ()  # expected calls with arguments, checked by code
 
     @property
     def tool_names(self) -> tuple[str, ...]:
@@ -52,6 +63,7 @@ class TaskDraft:
     tool_names: tuple[str, ...]
     task: Task | None = None
     failure: str | None = None
+    origin: str | None = None  # as Task.origin
 
 
 @dataclass(frozen=True)

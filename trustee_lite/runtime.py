@@ -25,6 +25,9 @@ from trustee_lite.env.episode import EpisodeLimits, Policy, play_group
 from trustee_lite.env.pool.sources import listed_entries, open_pool
 from trustee_lite.env.pool.tools import ToolPool, check_tool_file_name, write_document
 from trustee_lite.env.simulator import SimulatorClient
+from trustee_lite.env.task_file import FileTask, read_tasks
+from trustee_lite.env.task_source import TaskSet
+from trustee_lite.env.task_source import task_set as make_task_set
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService, backend_class, build_backend
 from trustee_lite.progress import bar
@@ -88,15 +91,17 @@ class Runtime:
     sim: SimulatorClient
     policy_service: GenerationService
     sim_service: GenerationService
+    tasks: TaskSet | None = None  # the recipe's tasks file, resolved and split
 
-    async def draft(self, index: int, level: int, seed: int) -> TaskDraft:
-        """One draw for slot `index` (simulate, held-out tasks)."""
-        return await draft_task(self.sim, self.pool, self.recipe.curriculum, index, level, seed)
+    async def draft(self, index: int, level: int, seed: int, from_file: bool = True) -> TaskDraft:
+        """One draw for slot `index` (simulate, held-out tasks; `from_file` False: generated only)."""
+        return await draft_task(self.sim, self.pool, self.recipe.curriculum, index, level, seed,
+                                tasks=self.tasks if from_file else None)
 
     async def draft_slot(self, index: int, level: int, seed: int) -> TaskDraft:
         """Up to `train.task_attempts` draws for a training slot, lowering the level as it fails."""
         return await draft_slot(self.sim, self.pool, self.recipe.curriculum, index, level, seed,
-                                self.recipe.train.task_attempts)
+                                self.recipe.train.task_attempts, self.tasks)
 
     async def play_tasks(self, run_id: int, episodes: int, rollouts: int, draft: Callable[[int], Awaitable[TaskDraft]],
                          seed: int, desc: str, limit: int | None = None, step: int | None = None,
@@ -164,6 +169,17 @@ async def export_pool(recipe: Recipe, store: Store, out: Path) -> dict:
             "tools": len(pool.tools)}
 
 
+def read_recipe_tasks(recipe: Recipe) -> list[FileTask] | None:
+    """The recipe's tasks file, read and checked (before any model loads); None without one."""
+    cfg = recipe.tasks
+    return None if cfg is None else read_tasks(cfg.file, need_tools=cfg.mode != "examples")
+
+
+def task_set(recipe: Recipe, rows: list[FileTask] | None, pool: ToolPool) -> TaskSet | None:
+    """The tasks file's rows resolved against the pool and split (None without a tasks file)."""
+    return None if rows is None else make_task_set(recipe.tasks, rows, pool, recipe.seed)
+
+
 def preflight(recipe: Recipe, simulator: bool = True, policy: bool = True) -> None:
     """Refuse what this machine cannot run before anything is loaded or recorded (only the
     models the command uses: `simulator` or `policy` False leaves that one out)."""
@@ -205,6 +221,10 @@ async def open_runtime(recipe: Recipe, store: Store):
     (toolsets the simulator writes need it); close them after."""
     place = recipe.source
     listed = await listed_entries(recipe)  # a bad tool source stops the command before a model loads
+    rows = read_recipe_tasks(recipe)  # so does a bad tasks file (its tool names too, unless toolsets are synthesized)
+    early = None
+    if rows is not None and recipe.tools.synthesize is None:
+        early = task_set(recipe, rows, (await open_pool(recipe, store, None, listed, quiet=True))[0])
     policy_backend = load_policy(recipe)
     shared = recipe.shared_weights  # one copy of the weights serves both; the simulator runs adapter-off
     sim_backend = policy_backend if shared else build_backend(recipe.simulator.backend, recipe.simulator, f"{place}: simulator")
@@ -217,7 +237,7 @@ async def open_runtime(recipe: Recipe, store: Store):
             policy = Policy(policy_service, chat, recipe.policy.temperature, recipe.policy.top_p)
             sim = SimulatorClient(sim_service, store, recipe.simulator)
             pool, _ = await open_pool(recipe, store, sim, listed)
-            yield Runtime(recipe, store, pool, policy, sim, policy_service, sim_service)
+            yield Runtime(recipe, store, pool, policy, sim, policy_service, sim_service, early or task_set(recipe, rows, pool))
     finally:
         for backend in {id(policy_backend): policy_backend, id(sim_backend): sim_backend}.values():
             await backend.aclose()

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER, task_index INTEGER NOT NULL,
     category TEXT NOT NULL, level INTEGER NOT NULL, knobs TEXT NOT NULL, tools TEXT NOT NULL,
     status TEXT NOT NULL, failure TEXT, user_intent TEXT, expected_tool_calls TEXT, user_persona TEXT,
-    first_user_query TEXT, UNIQUE (run_id, task_index)
+    first_user_query TEXT, origin TEXT, UNIQUE (run_id, task_index)
 );
 CREATE TABLE IF NOT EXISTS trajectories (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), step INTEGER,
@@ -83,7 +83,7 @@ CREATE INDEX IF NOT EXISTS trajectories_by_run ON trajectories (run_id);
 """
 
 # Columns added after the first release, per table (ALTER TABLE adds them to an older file).
-ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT"), "tasks": ("step INTEGER",),
+ADDED_COLUMNS = {"runs": ("out_dir TEXT", "recipe_hash TEXT", "tool_names TEXT"), "tasks": ("step INTEGER", "origin TEXT"),
                  "trajectories": ("step INTEGER", "advantage REAL"), "turns": ("turn_reward REAL",),
                  "eval_results": ("figures TEXT",),
                  "steps": ("policy_prefill_s REAL", "policy_decode_s REAL", "update_s REAL", "checkpoint_s REAL",
@@ -277,7 +277,7 @@ class Store:
             return self.db["tasks"].insert({
                 "run_id": run_id, "step": step, "task_index": draft.index, "category": draft.category,
                 "level": draft.level, "knobs": _json(draft.knobs.__dict__), "tools": _json(list(draft.tool_names)),
-                **fields,
+                "origin": draft.origin, **fields,
             }).last_pk
 
     def add_trajectory(self, run_id: int, task_id: int | None, traj: Trajectory, step: int | None = None) -> int:

@@ -6,7 +6,7 @@ import asyncio
 
 from trustee_lite.cli import add_db, add_recipe, all_aborted_status, positive, print_json, started
 
-HELP = "score the policy (base or adapters) on BFCL and on held-out simulated tasks"
+HELP = "score the policy (base or adapters) on BFCL, held-out simulated tasks and your own tasks"
 
 
 def add_arguments(parser) -> None:
@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--base", action="store_true", help="evaluate the base model too, next to the adapters")
     parser.add_argument("--limit", type=positive, default=None, help="first N items of each BFCL category")
     parser.add_argument("--simulated", type=positive, default=None, metavar="N", help="N held-out simulated tasks")
+    parser.add_argument("--tasks", nargs="?", const="", default=None, metavar="FILE",
+                        help="your tasks (JSONL/JSON/YAML/CSV), played with the simulated user, tools and verifier "
+                             "(without FILE: the recipe's held-out tasks, tasks.holdout)")
     parser.add_argument("--level", type=int, default=None, help="their difficulty level (default: the recipe's initial level)")
     parser.add_argument("--max-new-tokens", type=positive, default=256, help="per answer (default: 256)")
     add_db(parser)
@@ -26,15 +29,28 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from trustee_lite.config import load_recipe
+    from trustee_lite.env.task_file import read_tasks
     from trustee_lite.errors import UserError
     from trustee_lite.evaluation import bfcl
-    from trustee_lite.evaluation.evaluate import Plan, check_adapter, evaluate
+    from trustee_lite.evaluation.evaluate import HELD_OUT, Plan, check_adapter, evaluate
     from trustee_lite.store import Store
 
     recipe = load_recipe(args.recipe, args.overrides)
     seed = recipe.seed if args.seed is None else args.seed
-    if not args.bfcl and not args.simulated:
-        raise UserError("eval", "nothing to evaluate: give --bfcl CATEGORY ... and/or --simulated N")
+    if not args.bfcl and not args.simulated and args.tasks is None:
+        raise UserError("eval", "nothing to evaluate: give --bfcl CATEGORY ..., --simulated N and/or --tasks [FILE]")
+    tasks = None
+    if args.tasks == "":
+        if recipe.tasks is None or recipe.tasks.holdout <= 0:
+            raise UserError("--tasks", f"{recipe.source} holds no tasks out (it needs a tasks section with holdout > 0): "
+                                       "give --tasks FILE")
+        tasks = (HELD_OUT, [])
+    elif args.tasks is not None:
+        from pathlib import Path
+
+        if not Path(args.tasks).is_file():
+            raise UserError("--tasks", f"file not found: {args.tasks}")
+        tasks = (Path(args.tasks).name, read_tasks(args.tasks, need_tools=True))
     level = recipe.curriculum.initial_level if args.level is None else args.level
     if not 1 <= level <= 100:
         raise UserError("--level", f"must be between 1 and 100, got {level}")
@@ -42,7 +58,7 @@ def run(args) -> int:
     adapters = [check_adapter(a) for a in args.adapter] or [recipe.policy.adapter]
     if args.base and None not in adapters:
         adapters.insert(0, None)
-    plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum)
+    plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum, tasks)
     with Store(args.db) as store:
         started(args, "loading the policy")
         result = asyncio.run(evaluate(recipe, store, adapters, plan, seed))

@@ -18,11 +18,12 @@ from trustee_lite.config.run import (
     RolloutConfig,
     SimulateRunConfig,
     SynthesizeConfig,
+    TasksConfig,
     ToolsConfig,
     TrainConfig,
 )
 
 __all__ = ["ADVANTAGE_MODES", "BACKENDS", "EMBEDDED", "ESTIMATORS", "KNOB_NAMES", "CurriculumConfig", "FieldProblem",
            "KnobRule", "KnobTable", "LoraConfig", "McpServer", "ModelConfig", "PolicyConfig", "Recipe", "RolloutConfig",
-           "Section", "SimulateRunConfig", "SimulatorConfig", "SynthesizeConfig", "ToolsConfig", "TrainConfig",
+           "Section", "SimulateRunConfig", "SimulatorConfig", "SynthesizeConfig", "TasksConfig", "ToolsConfig", "TrainConfig",
            "apply_override", "load_recipe", "parse_recipe"]

@@ -99,6 +99,8 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         "openapi": [str(local_path(base, spec)) for spec in tools.openapi],
         "mcp": [server.model_copy(update={"cwd": str(local_path(base, server.cwd or "."))}) for server in tools.mcp],
     })
+    if recipe.tasks is not None:
+        sections["tasks"] = recipe.tasks.model_copy(update={"file": str(local_path(base, recipe.tasks.file))})
     for name in ("policy", "simulator"):
         cfg = getattr(recipe, name)
         update = {}

@@ -86,6 +86,22 @@ class ToolsConfig(Section):
         return self.file is None and not self.openapi and not self.mcp and self.synthesize is None
 
 
+class TasksConfig(Section):
+    """The user's own tasks (env/task_file.py for the format, env/task_source.py for the draws)."""
+
+    file: str  # JSONL, JSON, YAML or CSV: one task per row
+    mode: Literal["replace", "mix", "examples"] = "replace"
+    from_file: Probability = 0.5  # mix: the share of task slots filled from the file
+    examples: Annotated[int, Field(ge=1, le=10)] = 3  # examples: file tasks shown to the generator per draft
+    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # a seeded share kept out of training (eval --tasks)
+
+    @model_validator(mode="after")
+    def _file_exists(self, info: ValidationInfo):
+        if not local_path(base_folder(info), self.file).is_file():
+            raise FieldProblem("file", f"file not found: {local_path(base_folder(info), self.file)}")
+        return self
+
+
 class RolloutConfig(Section):
     rollouts_per_task: PositiveInt = 4
     # Calls simulated per assistant turn (the reference: 3); later ones are answered by code with
@@ -191,6 +207,7 @@ class Recipe(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    tasks: TasksConfig | None = None  # the user's own tasks; none: every task is generated
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     simulate: SimulateRunConfig = Field(default_factory=SimulateRunConfig)

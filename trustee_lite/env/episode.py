@@ -119,9 +119,8 @@ async def run_episode(
                     break
                 new = [policy.chat.user_message(reply.response)]
             tokens.add_messages(new)
-        if not has_tool_call(turns):
-            verdict = verifier.no_tool_call()
-        else:
+        verdict = verifier.no_tool_call() if not has_tool_call(turns) else verifier.missed_call(task, turns)
+        if verdict is None:
             call = verifier.request(task, sim.shown(turns), task.knobs.num_criteria, limits.max_history_chars)
             verdict = await sim.run(call, *where, "verdict")
         return finish(end, float(verdict.reward), verdict.reasoning)

@@ -20,7 +20,9 @@ from pathlib import Path
 from trustee_lite import prompts
 from trustee_lite.config import CurriculumConfig, Recipe
 from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
+from trustee_lite.env.drafting import draft_file_task
 from trustee_lite.env.knobs import knobs_at, pin_fixed
+from trustee_lite.env.task_file import FileTask, resolve
 from trustee_lite.errors import UserError
 from trustee_lite.evaluation import bfcl
 from trustee_lite.evaluation.tables import abort_rate, compare_table, variant_table
@@ -41,6 +43,12 @@ class Plan:
     level: int  # their difficulty level
     max_new_tokens: int
     curriculum: CurriculumConfig  # the recipe's (the system prompt at `level` comes from its knobs)
+    tasks: tuple[str, list[FileTask]] | None = None  # the user's tasks, by file name (HELD_OUT: the recipe's held-out ones)
+
+    @property
+    def episodes(self) -> bool:
+        """Simulated episodes are played (the simulator is needed)."""
+        return self.simulated > 0 or self.tasks is not None
 
     def system_prompt(self) -> str:
         """The system prompt the curriculum gives the policy at the evaluation level."""
@@ -74,7 +82,7 @@ def label(adapter: str | None) -> str:
 async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], plan: Plan, seed: int) -> dict:
     """Evaluate each variant in turn, each one's table on stderr (and, for several, the compare
     view after); return {"variants": [...]} with every score."""
-    preflight(recipe, simulator=plan.simulated > 0)  # BFCL alone needs no simulator
+    preflight(recipe, simulator=plan.episodes)  # BFCL alone needs no simulator
     items = {category: bfcl.load(category, plan.limit) for category in plan.categories}
     system = plan.system_prompt()
     out, aborted = [], []  # aborted: per variant, why every simulated episode aborted (None: some played)
@@ -85,7 +93,7 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
         with recorded_run(store, "eval", variant, seed) as run:
             run.summarize = lambda: {"adapter": adapter, "scores": scores,
                                      "wall_s": round(time.perf_counter() - started, 2)}
-            async with _policy_side(variant, store, plan.simulated > 0) as (runtime, service, chat):
+            async with _policy_side(variant, store, plan.episodes) as (runtime, service, chat):
                 if runtime is not None:
                     store.set_tool_names(run.id, runtime.pool.original_names)
                 # All categories at once, so the batching service always has a full batch to run.
@@ -93,6 +101,10 @@ async def evaluate(recipe: Recipe, store: Store, adapters: list[str | None], pla
                                                  for category, rows in items.items()))
                 if plan.simulated:
                     score, every_aborted = await _simulated(runtime, run.id, plan, seed, common)
+                    scores.append(score)
+                    aborted.append(every_aborted)
+                if plan.tasks is not None:
+                    score, every_aborted = await _file_tasks(runtime, run.id, plan, seed, common)
                     scores.append(score)
                     aborted.append(every_aborted)
         say(variant_table(label(adapter), scores))
@@ -192,7 +204,7 @@ async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) 
     score, and why every episode aborted if all did."""
     task_seed = heldout_seed(seed)
     trajectories: list[Trajectory] = []
-    await runtime.play_tasks(run_id, plan.simulated, 1, lambda i: runtime.draft(i, plan.level, task_seed), task_seed,
+    await runtime.play_tasks(run_id, plan.simulated, 1, lambda i: runtime.draft(i, plan.level, task_seed, from_file=False), task_seed,
                              f"simulated level {plan.level}", limit=2 * runtime.recipe.policy.batch_size,
                              on_done=trajectories.append)
     result = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
@@ -202,4 +214,34 @@ async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) 
     every_aborted = all_aborted(trajectories)
     if every_aborted:
         say(f"simulated level {plan.level}: every episode aborted: {every_aborted}")
+    return {**result, "abort_rate": abort_rate(result)}, every_aborted
+
+
+HELD_OUT = "held out"  # eval --tasks without a file: the recipe's held-out tasks
+
+
+async def _file_tasks(runtime, run_id: int, plan: Plan, seed: int, common: dict) -> tuple[dict, str | None]:
+    """The user's tasks (a file, or the recipe's held-out share), one greedy episode each at
+    `plan.level`, with the simulated user, tools and verifier: mean reward and success rate."""
+    name, rows = plan.tasks
+    if name == HELD_OUT:
+        file, chosen = runtime.tasks.file, runtime.tasks.held_out
+        name = f"{file} (held out)"
+    else:
+        file, chosen = name, tuple(resolve(rows, runtime.pool))
+    task_seed = heldout_seed(seed)
+    trajectories: list[Trajectory] = []
+    first = plan.simulated  # task indices after the simulated held-out tasks' in the same run
+    await runtime.play_tasks(
+        run_id, len(chosen), 1, lambda i: draft_file_task(runtime.sim, runtime.pool, plan.curriculum, chosen[i], file,
+                                                          first + i, plan.level, task_seed),
+        task_seed, f"tasks {name}", limit=2 * runtime.recipe.policy.batch_size, on_done=trajectories.append)
+    played = [t for t in trajectories if not t.aborted]
+    result = {**common, "benchmark": "tasks", "category": name, "count": len(trajectories),
+              "score": rounded(mean(t.final_reward for t in played)), "errors": abort_reasons(trajectories),
+              "figures": {"success_rate": rounded(mean(1.0 if t.final_reward > 0 else 0.0 for t in played))}}
+    runtime.store.add_eval_result(run_id, result)
+    every_aborted = all_aborted(trajectories)
+    if every_aborted:
+        say(f"tasks {name}: every episode aborted: {every_aborted}")
     return {**result, "abort_rate": abort_rate(result)}, every_aborted

@@ -39,10 +39,14 @@ def variant_table(name: str, scores: list[dict]) -> str:
             rows.append([s["category"], _score(s["score"]), str(s["count"]), *kinds, str(sum(errors.values()))])
         lines.append(_grid(rows))
     for s in scores:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
+        aborts = f"abort rate {_score(abort_rate(s))}" + (f" ({reasons})" if reasons else "")
+        if s["benchmark"] == "tasks":
+            lines.append(f"tasks {s['category']}: mean verifier reward {_score(s['score'])}, success rate "
+                         f"{_score(s['figures']['success_rate'])} over {s['count']} tasks, {aborts}")
         if s["benchmark"] == "simulated":
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
             lines.append(f"simulated held-out tasks, {s['category']}: mean verifier reward {_score(s['score'])} over "
-                         f"{s['count']} tasks, abort rate {_score(abort_rate(s))}" + (f" ({reasons})" if reasons else ""))
+                         f"{s['count']} tasks, {aborts}")
     return "\n".join(lines)
 
 
@@ -98,8 +102,8 @@ def compare_table(results: list[dict]) -> str:
     for r in results:  # oldest first: later results overwrite earlier ones
         column = column_name(r)
         columns.setdefault(column, None)
-        row = {"bfcl": r["category"], "calibration": f"calibration {r['category']}"}.get(
-            r["benchmark"], f"simulated {r['category']} (reward)")
+        row = {"bfcl": r["category"], "calibration": f"calibration {r['category']}",
+               "tasks": f"tasks {r['category']} (reward)"}.get(r["benchmark"], f"simulated {r['category']} (reward)")
         cells[(row, column)] = r
     rows = list(dict.fromkeys(row for row, _ in cells))
     grid = [["category", *columns]]

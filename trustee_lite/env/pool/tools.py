@@ -71,6 +71,11 @@ class ToolPool:
         """Every tool by (safe) name."""
         return {t["function"]["name"]: t for sets in self.groups.values() for tools in sets.values() for t in tools}
 
+    def category_of(self, name: str) -> str:
+        """The category a tool (by safe name) belongs to."""
+        return next(c for c, sets in self.groups.items() for tools in sets.values()
+                    if any(t["function"]["name"] == name for t in tools))
+
     def original(self, name: str) -> str:
         """The name a tool had in its source."""
         return self.original_names.get(name, name)
