@@ -19,7 +19,7 @@ KEYS = {"episodes", "aborted", "mean_reward", "cache_hits", "cache_misses", "tok
 def simulate(db: Path, episodes: int = 2) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "trustee_lite", "simulate", "recipes/smoke.yaml", "--episodes", str(episodes),
-         "--db", str(db), "--seed", "3"],
+         "--db", str(db), "--seed", "3", "--set", "policy.max_new_tokens=16"],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

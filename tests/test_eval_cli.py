@@ -31,6 +31,14 @@ def test_eval_user_errors_are_one_line_exit_2(args, expected, tmp_path, capsys):
     assert err.startswith(expected) and err.count("\n") == 1
 
 
+def test_a_tasks_file_naming_an_unknown_tool_stops_before_any_model(tmp_path, capsys):
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text('{"query": "Beam me up", "tools": ["teleport"]}\n')
+    assert main(["eval", SMOKE, "--tasks", str(tasks), "--db", str(tmp_path / "db.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mine.jsonl:1: tools: 'teleport' is not in the recipe's tool pool") and err.count("\n") == 1
+
+
 def test_compare_without_results_exit_2(tmp_path, capsys):
     assert main(["compare", "--db", str(tmp_path / "none.sqlite")]) == 2
     assert capsys.readouterr().err.strip().endswith("no such database (run eval first)")

@@ -187,3 +187,17 @@ def test_expected_arguments_are_checked_by_code():
         assert verdict.reward == -1 and 'get_current_weather(location="Paris", days=3)' in verdict.reasoning
     assert missed_call(_task(()), _turns()) is None  # names only: the verifier judges
     assert same_value([1, "A"], [1.0, "a"]) and not same_value(True, 1) and not same_value({"a": 1}, {"a": 1, "b": 2})
+
+
+def test_a_bad_tasks_file_stops_a_command_before_any_model_loads(tmp_path, capsys):
+    from trustee_lite.__main__ import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("tasks: {file: t.jsonl}\n")
+    for text, expected in (('{"query": "hi", "tools": ["get_stock_quote"]}\n{"query": 3}\n', "t.jsonl:2: query"),
+                           ('{"query": "hi", "tools": ["teleport"]}\n', "t.jsonl:1: tools: 'teleport' is not in")):
+        (tmp_path / "t.jsonl").write_text(text)
+        for command in ("simulate", "train"):
+            assert main([command, str(recipe), "--db", str(tmp_path / "db.sqlite"), *(["--out", str(tmp_path / "o")] * (command == "train"))]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(expected) and err.count("\n") == 1, err  # no 'loading ...' line before it

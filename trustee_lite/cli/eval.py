@@ -51,6 +51,11 @@ def run(args) -> int:
         if not Path(args.tasks).is_file():
             raise UserError("--tasks", f"file not found: {args.tasks}")
         tasks = (Path(args.tasks).name, read_tasks(args.tasks, need_tools=True))
+        if recipe.tools.synthesize is None:  # its tool names, checked before any model loads
+            from trustee_lite.env.pool.sources import preview_pool
+            from trustee_lite.env.task_file import resolve
+
+            resolve(tasks[1], preview_pool(recipe)[0])
     level = recipe.curriculum.initial_level if args.level is None else args.level
     if not 1 <= level <= 100:
         raise UserError("--level", f"must be between 1 and 100, got {level}")

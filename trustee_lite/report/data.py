@@ -204,7 +204,7 @@ def episodes(store: Store, run: RunSeries, steps: list[int] | None) -> list[dict
 
 def _task(row: dict, names: dict[str, str]) -> dict:
     task = {k: row[k] for k in ("step", "task_index", "category", "level", "status", "failure", "user_intent",
-                                 "user_persona", "first_user_query")}
+                                 "user_persona", "first_user_query", "origin")}
     task["knobs"] = orjson.loads(row["knobs"])
     task["tools"] = [names.get(n, n) for n in orjson.loads(row["tools"])]
     task["expected_tool_calls"] = [names.get(n, n) for n in orjson.loads(row["expected_tool_calls"] or "[]")]
