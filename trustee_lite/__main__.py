@@ -10,6 +10,7 @@
     python -m trustee_lite tools export RECIPE --out FILE [--db PATH]
     python -m trustee_lite tasks import bfcl CATEGORY --out FILE [--tools FILE] [--limit N]
     python -m trustee_lite tasks import pool QUERIES --out FILE [--tools FILE]
+    python -m trustee_lite export RUN_OR_ADAPTER --to merged [--out DIR] [--db PATH]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.
@@ -24,13 +25,14 @@ import sqlite3
 import sys
 
 from trustee_lite import stopping
-from trustee_lite.cli import calibrate, check, compare, report, simulate, tasks, tools, train
+from trustee_lite.cli import calibrate, check, compare, export, report, simulate, tasks, tools, train
 from trustee_lite.cli import eval as evaluate
 from trustee_lite.errors import UserError
 from trustee_lite.progress import idle, start_heartbeat
 
 COMMANDS = {"train": train, "simulate": simulate, "eval": evaluate, "compare": compare, "check": check,
-            "calibrate": calibrate, "report": report, "tools": tools, "tasks": tasks}
+            "calibrate": calibrate, "report": report, "tools": tools, "tasks": tasks,
+            "export": export}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -30,8 +30,8 @@ def run(args) -> int:
 
     import orjson
 
-    from trustee_lite.evaluation import task_import
     from trustee_lite.errors import UserError
+    from trustee_lite.evaluation import task_import
 
     out = Path(args.out)
     if out.suffix != ".jsonl":

@@ -1,0 +1,103 @@
+"""`export --to merged`: a run's adapter merged into its base and saved as a transformers folder
+that AutoModelForCausalLM loads, computing what the unmerged PEFT model computes; the run is
+found by adapter folder, id or name; mistakes are one line."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from trustee_lite.__main__ import main
+from trustee_lite.config import load_recipe
+from trustee_lite.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["What's the weather in Paris?", "Book a table for two at 8 pm.", "<tool_call>\n{\"name\": \"get_stock_quote\""]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, smol_backend):
+    """A training run in a database, its adapter with visible weights (PEFT, not initialised to zero)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("export")
+    out, db = folder / "out", folder / "db.sqlite"
+    torch.manual_seed(0)
+    peft = get_peft_model(copy.deepcopy(smol_backend.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    peft.save_pretrained(str(out / "adapter"))
+    (out / "adapter" / "state.json").write_text(json.dumps({"step": 3}))
+    recipe = load_recipe(str(ROOT / "recipes" / "smoke.yaml"), [])
+    with Store(db) as store:
+        run_id = store.start_run("train", "smoke", 0, recipe.model_dump(mode="json"), out_dir=str(out))
+    return {"db": db, "out": out, "adapter": out / "adapter", "peft": peft, "run_id": run_id}
+
+
+def logits(model, tokenizer):
+    import torch
+
+    with torch.no_grad():
+        return [model(**tokenizer(p, return_tensors="pt")).logits[0].float() for p in PROMPTS]
+
+
+def test_merged_folder_loads_and_computes_what_the_adapter_does(run, smol_backend, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp_path / "merged"
+    assert main(["export", str(run["adapter"]), "--to", "merged", "--out", str(target), "--db", str(run["db"])]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["run_id"] == run["run_id"] and result["step"] == 3 and result["dtype"] == "float32"
+    assert err.startswith("loading the base embedded on the CPU")
+    assert err.splitlines()[-1].startswith(f"wrote {target} (") and "vllm serve" in err
+    model = AutoModelForCausalLM.from_pretrained(target).eval()
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    assert tokenizer.chat_template == smol_backend.tokenizer.chat_template
+    assert model.generation_config.do_sample and model.generation_config.temperature == 1.0
+    assert model.generation_config.max_new_tokens == 64  # the smoke recipe's policy.max_new_tokens
+    merged, unmerged = logits(model, tokenizer), logits(run["peft"], tokenizer)
+    with run["peft"].disable_adapter():
+        base = logits(run["peft"], tokenizer)
+    worst = max((m - u).abs().max().item() for m, u in zip(merged, unmerged))
+    moved = min((u - b).abs().max().item() for u, b in zip(unmerged, base))
+    print(f"merged vs PEFT: max |logit diff| {worst:.2e}; the adapter moves logits by >= {moved:.2f}")
+    assert worst < 1e-3 and moved > 0.1
+    sidecar = json.loads((target / "trustee_lite.json").read_text())
+    assert sidecar["base"] == "embedded" and sidecar["adapter"] == str(run["adapter"].resolve())
+
+
+def test_a_run_by_name_or_id_and_one_line_mistakes(run, tmp_path, capsys):
+    db = str(run["db"])
+    for target, expected in ((str(tmp_path / "nothing"), "no training run with this name and no adapter folder"),
+                             ("99", "99: no training run with this id"),
+                             (str(tmp_path), "not a PEFT adapter folder")):
+        assert main(["export", target, "--to", "merged", "--db", db]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    (run["out"] / "export-merged").mkdir(exist_ok=True)
+    (run["out"] / "export-merged" / "keep.txt").write_text("mine")
+    assert main(["export", "smoke", "--to", "merged", "--db", db]) == 2  # by name: the default folder is not empty
+    assert "is not empty: give a new folder (nothing is overwritten)" in capsys.readouterr().err
+    assert (run["out"] / "export-merged" / "keep.txt").read_text() == "mine"
+    stray = tmp_path / "stray"
+    run["peft"].save_pretrained(str(stray))
+    assert main(["export", str(stray), "--to", "merged", "--db", db]) == 2
+    assert "no training run in the database wrote this adapter" in capsys.readouterr().err
+
+
+def test_a_hub_base_not_in_the_cache_names_the_download(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    recipe = load_recipe(str(ROOT / "recipes" / "smoke.yaml"), []).model_dump(mode="json")
+    recipe["policy"]["model"] = "Qwen/Qwen3-0.6B"
+    out = tmp_path / "hubrun"
+    run["peft"].save_pretrained(str(out / "adapter"))
+    with Store(run["db"]) as store:
+        store.start_run("train", "hub", 0, recipe, out_dir=str(out))
+    assert main(["export", "hub", "--to", "merged", "--db", str(run["db"])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0] == "loading the base Qwen/Qwen3-0.6B on the CPU"  # then the one line
+    assert "(fetch it first: hf download Qwen/Qwen3-0.6B)" in err[-1] and not (out / "export-merged").exists()
