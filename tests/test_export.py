@@ -101,3 +101,66 @@ def test_a_hub_base_not_in_the_cache_names_the_download(run, tmp_path, capsys, m
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0] == "loading the base Qwen/Qwen3-0.6B on the CPU"  # then the one line
     assert "(fetch it first: hf download Qwen/Qwen3-0.6B)" in err[-1] and not (out / "export-merged").exists()
+
+
+QUESTIONS = ["What's the weather in Paris?", "Book a table for two at 8 pm.", "Convert 20 dollars to yen.",
+             "Who wrote Hamlet?", "List my calendar events for Monday.", "Play some jazz.", "How tall is Everest?",
+             "Send an email to Anna about the budget.", "What is 17 times 3?", "Find flights from Rome to Oslo.",
+             "Is it going to rain tomorrow?", "Show my bank balance.", "Translate 'good morning' to French.",
+             "Set a timer for ten minutes.", "What's Apple's stock price?", "Recommend a sci-fi movie.",
+             "How many calories in an apple?", "Cancel my hotel booking.", "Turn off the living room lights.",
+             "Summarise the news today."]
+
+
+def next_token_logprobs(rows):
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows - rows.max(axis=-1, keepdims=True)
+    return rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))
+
+
+def test_gguf_lora_in_llama_cpp_is_the_policy(run, smol_backend, tmp_path, capsys):
+    """The exported GGUF LoRA on the embedded GGUF base in llama-cpp-python against transformers +
+    PEFT, next-token log-probs over 20 prompts (the figures the README quotes)."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    from trustee_lite.lm.embedded import embedded_gguf
+
+    target = tmp_path / "gguf"
+    assert main(["export", str(run["adapter"]), "--to", "gguf-lora", "--out", str(target), "--db", str(run["db"])]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["base_gguf"] == str(embedded_gguf()) and "ollama create NAME -f" in err.splitlines()[-1]
+    assert (target / "Modelfile").read_text().splitlines()[:5] == [
+        f"FROM {embedded_gguf()}", "ADAPTER ./adapter.gguf", "PARAMETER temperature 1", "PARAMETER top_p 1",
+        "PARAMETER num_predict 64"]
+    tokenizer = smol_backend.tokenizer
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+               for q in QUESTIONS]
+    prompts = [p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p for p in prompts]
+    with torch.no_grad():
+        hf_lora = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in prompts]
+        with run["peft"].disable_adapter():
+            hf_base = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in prompts]
+
+    def llama_last(**lora):
+        llm = Llama(model_path=str(embedded_gguf()), n_ctx=512, logits_all=True, verbose=False, seed=0, **lora)
+        rows = []
+        for p in prompts:
+            llm.reset()
+            llm.eval(p)
+            rows.append(np.array(llm.scores[len(p) - 1], dtype=np.float32))
+        return rows
+
+    ll_base, ll_lora = llama_last(), llama_last(lora_path=result["adapter_file"])
+    hf_shift = next_token_logprobs(hf_lora) - next_token_logprobs(hf_base)
+    ll_shift = next_token_logprobs(ll_lora) - next_token_logprobs(ll_base)
+    mean_shift = float(np.abs(hf_shift).mean())
+    correlation = float(np.corrcoef(hf_shift.ravel(), ll_shift.ravel())[0, 1])
+    top1 = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(hf_lora, ll_lora))
+    print(f"gguf-lora vs PEFT over {len(prompts)} prompts: mean |log-prob shift| {mean_shift:.3f} nats (llama.cpp "
+          f"{float(np.abs(ll_shift).mean()):.3f}), shift correlation {correlation:.3f}, top-1 agreement {top1}/{len(prompts)}")
+    assert mean_shift >= 0.1 and correlation >= 0.9 and top1 >= 19

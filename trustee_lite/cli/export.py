@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from trustee_lite.cli import add_db
 
-HELP = "write a trained policy for other tools (merged: a transformers folder, the adapter merged in)"
+HELP = "write a trained policy for other tools: a merged transformers folder, or a GGUF LoRA for llama.cpp and Ollama"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="RUN_OR_ADAPTER",
                         help="a training run's id or name in the database, or an adapter folder a run wrote")
-    parser.add_argument("--to", choices=("merged",), required=True, help="merged: the base with the adapter merged in")
-    parser.add_argument("--out", default=None, help="the folder to write (default: OUT/export-merged beside the run's adapter)")
+    parser.add_argument("--to", choices=("merged", "gguf-lora"), required=True,
+                        help="merged: the base with the adapter merged in (transformers, vLLM); gguf-lora: the adapter "
+                             "as a GGUF LoRA with an Ollama Modelfile (llama.cpp, Ollama)")
+    parser.add_argument("--out", default=None, help="the folder to write (default: OUT/export-TO beside the run's adapter)")
+    parser.add_argument("--base-gguf", default=None, metavar="FILE",
+                        help="gguf-lora: the base model's GGUF file, for the Modelfile's FROM (default: the policy's own "
+                             "GGUF file when it was loaded from one)")
     add_db(parser, "the run record")
 
 
@@ -21,6 +26,7 @@ def run(args) -> int:
 
     from trustee_lite.cli import print_json
     from trustee_lite.errors import UserError
+    from trustee_lite.export.gguf_lora import export_gguf_lora
     from trustee_lite.export.merged import export_merged
     from trustee_lite.export.source import find
     from trustee_lite.progress import doing
@@ -29,10 +35,18 @@ def run(args) -> int:
     out = Path(args.out) if args.out else source.out_dir / f"export-{args.to}"
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"{out} is not empty: give a new folder (nothing is overwritten)")
+    if args.base_gguf is not None and not Path(args.base_gguf).is_file():
+        raise UserError("--base-gguf", f"file not found: {args.base_gguf}")
     doing(f"trustee_lite export {args.target}: {args.to}", quiet=True)
-    result = export_merged(source, out)
-    print(f"wrote {out} ({result['weights_mb']:,} MB of {result['dtype']} weights, run {source.run_id} step "
-          f"{source.step if source.step is not None else '?'}); load it with AutoModelForCausalLM.from_pretrained"
-          f"('{out}') or serve it: vllm serve {out}", file=sys.stderr)
+    step = source.step if source.step is not None else "?"
+    if args.to == "merged":
+        result = export_merged(source, out)
+        print(f"wrote {out} ({result['weights_mb']:,} MB of {result['dtype']} weights, run {source.run_id} step {step}); "
+              f"load it with AutoModelForCausalLM.from_pretrained('{out}') or serve it: vllm serve {out}", file=sys.stderr)
+    else:
+        base = str(Path(args.base_gguf).resolve()) if args.base_gguf else None
+        result = export_gguf_lora(source, out, base)
+        print(f"wrote {result['adapter_file']} ({result['adapter_mb']} MB, run {source.run_id} step {step}), a Modelfile "
+              f"and README.txt; run it: ollama create NAME -f {out / 'Modelfile'}", file=sys.stderr)
     print_json(result, args.db)
     return 0
