@@ -120,12 +120,44 @@ def next_token_logprobs(rows):
     return rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))
 
 
-def test_gguf_lora_in_llama_cpp_is_the_policy(run, smol_backend, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def chat_prompts(smol_backend):
+    tokenizer = smol_backend.tokenizer
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+                for q in QUESTIONS]
+    return [list(p["input_ids"]) if hasattr(p, "keys") else list(p) for p in rendered]
+
+
+@pytest.fixture(scope="module")
+def peft_rows(run, chat_prompts):
+    """transformers + PEFT: the last position's logits of each prompt, with and without the adapter."""
+    import torch
+
+    with torch.no_grad():
+        lora = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in chat_prompts]
+        with run["peft"].disable_adapter():
+            base = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in chat_prompts]
+    return lora, base
+
+
+def llama_rows(model: str, prompts, **lora):
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=model, n_ctx=512, logits_all=True, verbose=False, seed=0, **lora)
+    rows = []
+    for p in prompts:
+        llm.reset()
+        llm.eval(p)
+        rows.append(np.array(llm.scores[len(p) - 1], dtype=np.float32))
+    llm.close()
+    return rows
+
+
+def test_gguf_lora_in_llama_cpp_is_the_policy(run, chat_prompts, peft_rows, tmp_path, capsys):
     """The exported GGUF LoRA on the embedded GGUF base in llama-cpp-python against transformers +
     PEFT, next-token log-probs over 20 prompts (the figures the README quotes)."""
     import numpy as np
-    import torch
-    from llama_cpp import Llama
 
     from trustee_lite.lm.embedded import embedded_gguf
 
@@ -137,30 +169,29 @@ def test_gguf_lora_in_llama_cpp_is_the_policy(run, smol_backend, tmp_path, capsy
     assert (target / "Modelfile").read_text().splitlines()[:5] == [
         f"FROM {embedded_gguf()}", "ADAPTER ./adapter.gguf", "PARAMETER temperature 1", "PARAMETER top_p 1",
         "PARAMETER num_predict 64"]
-    tokenizer = smol_backend.tokenizer
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-               for q in QUESTIONS]
-    prompts = [p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p for p in prompts]
-    with torch.no_grad():
-        hf_lora = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in prompts]
-        with run["peft"].disable_adapter():
-            hf_base = [run["peft"](torch.tensor([p])).logits[0, -1].numpy() for p in prompts]
-
-    def llama_last(**lora):
-        llm = Llama(model_path=str(embedded_gguf()), n_ctx=512, logits_all=True, verbose=False, seed=0, **lora)
-        rows = []
-        for p in prompts:
-            llm.reset()
-            llm.eval(p)
-            rows.append(np.array(llm.scores[len(p) - 1], dtype=np.float32))
-        return rows
-
-    ll_base, ll_lora = llama_last(), llama_last(lora_path=result["adapter_file"])
+    hf_lora, hf_base = peft_rows
+    ll_base = llama_rows(str(embedded_gguf()), chat_prompts)
+    ll_lora = llama_rows(str(embedded_gguf()), chat_prompts, lora_path=result["adapter_file"])
     hf_shift = next_token_logprobs(hf_lora) - next_token_logprobs(hf_base)
     ll_shift = next_token_logprobs(ll_lora) - next_token_logprobs(ll_base)
     mean_shift = float(np.abs(hf_shift).mean())
     correlation = float(np.corrcoef(hf_shift.ravel(), ll_shift.ravel())[0, 1])
     top1 = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(hf_lora, ll_lora))
-    print(f"gguf-lora vs PEFT over {len(prompts)} prompts: mean |log-prob shift| {mean_shift:.3f} nats (llama.cpp "
-          f"{float(np.abs(ll_shift).mean()):.3f}), shift correlation {correlation:.3f}, top-1 agreement {top1}/{len(prompts)}")
+    print(f"gguf-lora vs PEFT over {len(chat_prompts)} prompts: mean |log-prob shift| {mean_shift:.3f} nats (llama.cpp "
+          f"{float(np.abs(ll_shift).mean()):.3f}), shift correlation {correlation:.3f}, top-1 agreement {top1}/{len(chat_prompts)}")
     assert mean_shift >= 0.1 and correlation >= 0.9 and top1 >= 19
+
+
+def test_one_quantised_gguf_is_the_merged_policy(run, chat_prompts, peft_rows, tmp_path, capsys):
+    import numpy as np
+
+    target = tmp_path / "one"
+    assert main(["export", str(run["run_id"]), "--to", "gguf", "--out", str(target), "--db", str(run["db"])]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert Path(result["file"]).name == "smoke-q8_0.gguf" and (target / "Modelfile").read_text().startswith(
+        "FROM ./smoke-q8_0.gguf\nPARAMETER temperature 1\n")
+    assert sorted(p.name for p in target.iterdir()) == ["Modelfile", "README.txt", "smoke-q8_0.gguf", "trustee_lite.json"]
+    rows = llama_rows(result["file"], chat_prompts)
+    top1 = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(peft_rows[0], rows))
+    print(f"gguf q8_0 ({result['file_mb']} MB) vs PEFT over {len(chat_prompts)} prompts: top-1 agreement {top1}/{len(chat_prompts)}")
+    assert top1 >= 18

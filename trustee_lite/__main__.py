@@ -10,7 +10,7 @@
     python -m trustee_lite tools export RECIPE --out FILE [--db PATH]
     python -m trustee_lite tasks import bfcl CATEGORY --out FILE [--tools FILE] [--limit N]
     python -m trustee_lite tasks import pool QUERIES --out FILE [--tools FILE]
-    python -m trustee_lite export RUN_OR_ADAPTER --to merged|gguf-lora [--out DIR] [--base-gguf FILE] [--db PATH]
+    python -m trustee_lite export RUN_OR_ADAPTER --to merged|gguf-lora|gguf [--quant q8_0|q4_k_m] [--out DIR] [--base-gguf FILE] [--db PATH]
 
 One module per command under cli/. User errors print one line each on stderr and exit with
 status 2; results print as one JSON line on stdout; progress goes to stderr.

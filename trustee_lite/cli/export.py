@@ -10,9 +10,11 @@ HELP = "write a trained policy for other tools: a merged transformers folder, or
 def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="RUN_OR_ADAPTER",
                         help="a training run's id or name in the database, or an adapter folder a run wrote")
-    parser.add_argument("--to", choices=("merged", "gguf-lora"), required=True,
+    parser.add_argument("--to", choices=("merged", "gguf-lora", "gguf"), required=True,
                         help="merged: the base with the adapter merged in (transformers, vLLM); gguf-lora: the adapter "
-                             "as a GGUF LoRA with an Ollama Modelfile (llama.cpp, Ollama)")
+                             "as a GGUF LoRA with an Ollama Modelfile (llama.cpp, Ollama); gguf: the merged model as "
+                             "one quantised GGUF file (LM Studio, Ollama)")
+    parser.add_argument("--quant", choices=("q8_0", "q4_k_m"), default="q8_0", help="gguf: the quantisation (default: q8_0)")
     parser.add_argument("--out", default=None, help="the folder to write (default: OUT/export-TO beside the run's adapter)")
     parser.add_argument("--base-gguf", default=None, metavar="FILE",
                         help="gguf-lora: the base model's GGUF file, for the Modelfile's FROM (default: the policy's own "
@@ -26,6 +28,7 @@ def run(args) -> int:
 
     from trustee_lite.cli import print_json
     from trustee_lite.errors import UserError
+    from trustee_lite.export.gguf_file import export_gguf
     from trustee_lite.export.gguf_lora import export_gguf_lora
     from trustee_lite.export.merged import export_merged
     from trustee_lite.export.source import find
@@ -43,6 +46,10 @@ def run(args) -> int:
         result = export_merged(source, out)
         print(f"wrote {out} ({result['weights_mb']:,} MB of {result['dtype']} weights, run {source.run_id} step {step}); "
               f"load it with AutoModelForCausalLM.from_pretrained('{out}') or serve it: vllm serve {out}", file=sys.stderr)
+    elif args.to == "gguf":
+        result = export_gguf(source, out, args.quant)
+        print(f"wrote {result['file']} ({result['file_mb']:,} MB, {args.quant}, run {source.run_id} step {step}), a "
+              f"Modelfile and README.txt; run it: llama-cli -m {result['file']}", file=sys.stderr)
     else:
         base = str(Path(args.base_gguf).resolve()) if args.base_gguf else None
         result = export_gguf_lora(source, out, base)

@@ -33,7 +33,7 @@ def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> 
                                                   "--outfile", str(out / ADAPTER_FILE), str(source.adapter)],
                       str(source.adapter))
     policy = source.policy
-    (out / "Modelfile").write_text(modelfile(base, policy), encoding="utf-8")
+    (out / "Modelfile").write_text(modelfile(base, policy, ADAPTER_FILE), encoding="utf-8")
     (out / "README.txt").write_text(
         f"llama.cpp:          llama-cli -m {base or 'BASE.gguf'} --lora {ADAPTER_FILE}\n"
         f"llama-cpp-python:   Llama(model_path='{base or 'BASE.gguf'}', lora_path='{ADAPTER_FILE}')\n"
@@ -44,11 +44,11 @@ def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> 
             "run_id": source.run_id, "step": source.step, "wall_s": round(time.perf_counter() - start, 2)}
 
 
-def modelfile(base: str | None, policy) -> str:
-    """Ollama's Modelfile: the base GGUF, the adapter, the recipe's sampling. No TEMPLATE: Ollama
-    takes the chat template from the base GGUF's metadata."""
+def modelfile(base: str | None, policy, adapter: str | None) -> str:
+    """Ollama's Modelfile: the base GGUF, the adapter (if any), the recipe's sampling. No
+    TEMPLATE: Ollama takes the chat template from the base GGUF's metadata."""
     lines = [f"FROM {base}" if base else "FROM ./BASE.gguf  # the base model as a GGUF file: put its path here",
-             f"ADAPTER ./{ADAPTER_FILE}",
+             *([f"ADAPTER ./{adapter}"] if adapter else []),
              f"PARAMETER temperature {policy.temperature:g}", f"PARAMETER top_p {policy.top_p:g}",
              f"PARAMETER num_predict {policy.max_new_tokens}"]
     return "\n".join(lines) + "\n"
