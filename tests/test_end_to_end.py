@@ -1,15 +1,18 @@
-"""End to end with the embedded model: `simulate` through the CLI, twice with the same seed."""
+"""End to end with the embedded model: `simulate` through the CLI's entry point, twice with the
+same seed (in this process: the models' imports are paid once; tests/test_train_resume.py runs
+the command in subprocesses)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from trustee_lite.__main__ import main
 from trustee_lite.store import decode_ints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,14 +20,13 @@ KEYS = {"episodes", "aborted", "mean_reward", "cache_hits", "cache_misses", "tok
 
 
 def simulate(db: Path, episodes: int = 2) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "trustee_lite", "simulate", "recipes/smoke.yaml", "--episodes", str(episodes),
-         "--db", str(db), "--seed", "3", "--set", "policy.max_new_tokens=16"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, proc.stdout  # stdout is exactly the one JSON line
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["simulate", str(ROOT / "recipes" / "smoke.yaml"), "--episodes", str(episodes), "--db", str(db),
+                       "--seed", "3", "--set", "policy.max_new_tokens=16"])
+    assert status == 0, err.getvalue()[-3000:]
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == 1, out.getvalue()  # stdout is exactly the one JSON line
     return json.loads(lines[0])
 
 

@@ -92,9 +92,9 @@ def recipe_file(tmp_path: Path, url: str, **simulator) -> Path:
 
 def test_simulate_through_the_server(server, tmp_path, capsys):
     recipe = recipe_file(tmp_path, server.url)
-    assert main(["simulate", str(recipe), "--episodes", "4", "--db", str(tmp_path / "db.sqlite")]) == 0
+    assert main(["simulate", str(recipe), "--episodes", "2", "--db", str(tmp_path / "db.sqlite")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["episodes"] == 4
+    assert summary["episodes"] == 2
     assert summary["aborted"] == 0, summary["abort_reasons"]
     assert summary["cache_misses"] > 0
 
