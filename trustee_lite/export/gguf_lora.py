@@ -46,7 +46,7 @@ def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> 
 
 def modelfile(base: str | None, policy, adapter: str | None) -> str:
     """Ollama's Modelfile: the base GGUF, the adapter (if any), the recipe's sampling. No
-    TEMPLATE: Ollama takes the chat template from the base GGUF's metadata."""
+    TEMPLATE yet: Ollama derives one from the base GGUF's metadata (not checked here)."""
     lines = [f"FROM {base}" if base else "FROM ./BASE.gguf  # the base model as a GGUF file: put its path here",
              *([f"ADAPTER ./{adapter}"] if adapter else []),
              f"PARAMETER temperature {policy.temperature:g}", f"PARAMETER top_p {policy.top_p:g}",
