@@ -18,7 +18,7 @@ from trustee_lite.env.pool.sources import preview_pool
 from trustee_lite.env.pool.tools import ToolPool
 from trustee_lite.env.role import tools_json
 from trustee_lite.env.simulator import decoding_schema
-from trustee_lite.env.task_file import read_tasks
+from trustee_lite.env.task_source import read as read_task_file
 from trustee_lite.env.task_source import task_set
 from trustee_lite.env.toolcalls import format_call
 from trustee_lite.lm import backend_class, converted
@@ -147,7 +147,7 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
 def _tasks_row(recipe: Recipe, pool: ToolPool) -> str:
     """The tasks file, read and resolved in the pool (a mistake in it is the command's one line)."""
     cfg = recipe.tasks
-    tasks = task_set(cfg, read_tasks(cfg.file, need_tools=cfg.mode != "examples"), pool, recipe.seed)
+    tasks = task_set(cfg, read_task_file(cfg), pool, recipe.seed)
     use = {"replace": "every task from the file", "mix": f"{cfg.from_file:.0%} of tasks from the file, the rest generated",
            "examples": f"every task generated, {counted(cfg.examples, 'file task')} shown as examples"}[cfg.mode]
     return (f"{tasks.file}: {counted(len(tasks.train) + len(tasks.held_out), 'task')} ({len(tasks.train)} for training, "

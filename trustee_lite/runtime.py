@@ -25,8 +25,9 @@ from trustee_lite.env.episode import EpisodeLimits, Policy, play_group
 from trustee_lite.env.pool.sources import listed_entries, open_pool
 from trustee_lite.env.pool.tools import ToolPool, check_tool_file_name, write_document
 from trustee_lite.env.simulator import SimulatorClient
-from trustee_lite.env.task_file import FileTask, read_tasks
+from trustee_lite.env.task_file import FileTask
 from trustee_lite.env.task_source import TaskSet
+from trustee_lite.env.task_source import read as read_task_file
 from trustee_lite.env.task_source import task_set as make_task_set
 from trustee_lite.errors import UserError
 from trustee_lite.lm import GenerationService, backend_class, build_backend
@@ -171,8 +172,7 @@ async def export_pool(recipe: Recipe, store: Store, out: Path) -> dict:
 
 def read_recipe_tasks(recipe: Recipe) -> list[FileTask] | None:
     """The recipe's tasks file, read and checked (before any model loads); None without one."""
-    cfg = recipe.tasks
-    return None if cfg is None else read_tasks(cfg.file, need_tools=cfg.mode != "examples")
+    return None if recipe.tasks is None else read_task_file(recipe.tasks)
 
 
 def task_set(recipe: Recipe, rows: list[FileTask] | None, pool: ToolPool) -> TaskSet | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trustee_lite.env.pool.tools import ToolPool
-from trustee_lite.env.task_file import FileTask, resolve
+from trustee_lite.env.task_file import FileTask, read_tasks, resolve
 from trustee_lite.seeds import derive_seed
 
 
@@ -51,6 +51,12 @@ class TaskSet:
         if self.mode != "examples":
             return []
         return matching(self.train, tool_names, self.examples, random.Random(derive_seed(seed, "task-file", "shown", index)))
+
+
+def read(cfg) -> list[FileTask]:
+    """A recipe's tasks file (config.TasksConfig), read and checked; tools are required except in
+    examples mode."""
+    return read_tasks(cfg.file, need_tools=cfg.mode != "examples")
 
 
 def task_set(cfg, rows: list[FileTask], pool: ToolPool, seed: int) -> TaskSet:

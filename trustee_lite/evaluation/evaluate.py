@@ -27,7 +27,7 @@ from trustee_lite.errors import UserError
 from trustee_lite.evaluation import bfcl
 from trustee_lite.evaluation.tables import abort_rate, compare_table, variant_table
 from trustee_lite.lm import ContextLimit, GenerationError, GenerationService, GenRequest, Sampling
-from trustee_lite.metrics import abort_reasons, all_aborted, mean, rounded
+from trustee_lite.metrics import all_aborted, episode_figures, mean, rounded
 from trustee_lite.progress import bar, say
 from trustee_lite.records import Trajectory
 from trustee_lite.runtime import load_policy, open_runtime, policy_chat, preflight, recorded_run
@@ -203,18 +203,12 @@ async def _simulated(runtime, run_id: int, plan: Plan, seed: int, common: dict) 
     only on the seed (and are cached), so every adapter of a run meets the same ones. Returns the
     score, and why every episode aborted if all did."""
     task_seed = heldout_seed(seed)
-    trajectories: list[Trajectory] = []
-    await runtime.play_tasks(run_id, plan.simulated, 1, lambda i: runtime.draft(i, plan.level, task_seed, from_file=False), task_seed,
-                             f"simulated level {plan.level}", limit=2 * runtime.recipe.policy.batch_size,
-                             on_done=trajectories.append)
+    trajectories = await _played(runtime, run_id, plan.simulated, lambda i: runtime.draft(i, plan.level, task_seed, from_file=False),
+                                 task_seed, f"simulated level {plan.level}")
+    figures = episode_figures(trajectories)
     result = {**common, "benchmark": "simulated", "category": f"level {plan.level}", "count": len(trajectories),
-              "score": rounded(mean(t.final_reward for t in trajectories if not t.aborted)),
-              "errors": abort_reasons(trajectories)}
-    runtime.store.add_eval_result(run_id, result)
-    every_aborted = all_aborted(trajectories)
-    if every_aborted:
-        say(f"simulated level {plan.level}: every episode aborted: {every_aborted}")
-    return {**result, "abort_rate": abort_rate(result)}, every_aborted
+              "score": figures["mean_reward"], "errors": figures["abort_reasons"]}
+    return _scored(runtime, run_id, result, trajectories, f"simulated level {plan.level}")
 
 
 HELD_OUT = "held out"  # eval --tasks without a file: the recipe's held-out tasks
@@ -230,18 +224,28 @@ async def _file_tasks(runtime, run_id: int, plan: Plan, seed: int, common: dict)
     else:
         file, chosen = name, tuple(resolve(rows, runtime.pool))
     task_seed = heldout_seed(seed)
-    trajectories: list[Trajectory] = []
     first = plan.simulated  # task indices after the simulated held-out tasks' in the same run
-    await runtime.play_tasks(
-        run_id, len(chosen), 1, lambda i: draft_file_task(runtime.sim, runtime.pool, plan.curriculum, chosen[i], file,
-                                                          first + i, plan.level, task_seed),
-        task_seed, f"tasks {name}", limit=2 * runtime.recipe.policy.batch_size, on_done=trajectories.append)
-    played = [t for t in trajectories if not t.aborted]
+    trajectories = await _played(runtime, run_id, len(chosen), lambda i: draft_file_task(
+        runtime.sim, runtime.pool, plan.curriculum, chosen[i], file, first + i, plan.level, task_seed), task_seed, f"tasks {name}")
+    figures = episode_figures(trajectories)
     result = {**common, "benchmark": "tasks", "category": name, "count": len(trajectories),
-              "score": rounded(mean(t.final_reward for t in played)), "errors": abort_reasons(trajectories),
-              "figures": {"success_rate": rounded(mean(1.0 if t.final_reward > 0 else 0.0 for t in played))}}
+              "score": figures["mean_reward"], "errors": figures["abort_reasons"],
+              "figures": {"success_rate": figures["success_rate"]}}
+    return _scored(runtime, run_id, result, trajectories, f"tasks {name}")
+
+
+async def _played(runtime, run_id: int, count: int, draft, task_seed: int, desc: str) -> list[Trajectory]:
+    """`count` task slots drafted by `draft(i)`, one greedy episode each, behind the batch limit."""
+    trajectories: list[Trajectory] = []
+    await runtime.play_tasks(run_id, count, 1, draft, task_seed, desc, limit=2 * runtime.recipe.policy.batch_size,
+                             on_done=trajectories.append)
+    return trajectories
+
+
+def _scored(runtime, run_id: int, result: dict, trajectories: list[Trajectory], desc: str) -> tuple[dict, str | None]:
+    """Store the result; return it with its abort rate, and why every episode aborted if all did."""
     runtime.store.add_eval_result(run_id, result)
     every_aborted = all_aborted(trajectories)
     if every_aborted:
-        say(f"tasks {name}: every episode aborted: {every_aborted}")
+        say(f"{desc}: every episode aborted: {every_aborted}")
     return {**result, "abort_rate": abort_rate(result)}, every_aborted

@@ -77,8 +77,6 @@ def _base_config(source: ExportSource, tmp: Path) -> Path:
     try:
         config = AutoConfig.from_pretrained(location.source, local_files_only=True, **kwargs)
     except (OSError, ValueError) as err:
-        hint = "" if Path(location.source).exists() else f" (fetch it first: hf download {location.source})"
-        raise UserError(f"run {source.run_id}: policy.model", f"cannot read {location.source!r}{hint}: "
-                                                              f"{hf_load.first_line(err)}") from None
+        raise hf_load.cannot_read(f"run {source.run_id}: policy.model", location.source, err, "read") from None
     config.save_pretrained(str(tmp))
     return tmp

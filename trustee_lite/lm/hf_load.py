@@ -88,11 +88,7 @@ def load(cfg: ModelConfig, place: str, lora=None, adapter: str | None = None, se
             if copy is not None and not from_copy:
                 converted.save(copy, model, tokenizer)
     except (OSError, ValueError) as err:
-        hint = "" if Path(location.source).exists() else (
-            f"; it is not a local path and not in the Hugging Face cache "
-            f"(fetch it first: hf download {location.source})"
-        )
-        raise UserError(f"{place}.model", f"cannot load {location.source!r}{hint}: {first_line(err)}") from None
+        raise cannot_read(f"{place}.model", location.source, err) from None
     model = (model if four_bit else model.to(device)).eval()
     if unsloth:
         quant.unsloth_mode(model, training=False)
@@ -158,6 +154,14 @@ def context_window(model, cap: int | None) -> int | None:
     if cap is not None:
         window = min(window, cap) if window else cap
     return window
+
+
+def cannot_read(place: str, source: str, err: BaseException, verb: str = "load") -> UserError:
+    """A model that cannot be read, in one line; a source that is not a local path is named with
+    its download command."""
+    hint = "" if Path(source).exists() else (
+        f"; it is not a local path and not in the Hugging Face cache (fetch it first: hf download {source})")
+    return UserError(place, f"cannot {verb} {source!r}{hint}: {first_line(err)}")
 
 
 def first_line(err: BaseException) -> str:
