@@ -28,7 +28,8 @@ MALFORMED = [
     ("rollout:\n  rollouts_per_task: 2.5\n", "recipe.yaml: rollout.rollouts_per_task: must be an integer"),
     ("rollout:\n  rollouts_per_task: true\n", "recipe.yaml: rollout.rollouts_per_task: must be an integer"),
     ("simulator:\n  backend: vllm\n", "recipe.yaml: simulator.backend: must be one of 'llama_cpp', 'transformers' or 'openai', got 'vllm'"),
-    ("policy:\n  backend: llama_cpp\n", "recipe.yaml: policy.backend: must be one of 'transformers'"),
+    ("policy:\n  backend: openai\n", "recipe.yaml: policy.backend: must be one of 'transformers' or 'llama_cpp', got 'openai'"),
+    ("policy:\n  backend: llama_cpp\n  adapter: runs/x/adapter\n", "recipe.yaml: policy.adapter: no GGUF LoRA at "),
     ("policy:\n  top_p: 0\n", "recipe.yaml: policy.top_p: must be > 0, got 0"),
     ("simulator:\n  top_p: 1.5\n", "recipe.yaml: simulator.top_p: must be <= 1, got 1.5"),
     ("curriculum:\n  initial_level: 0\n", "recipe.yaml: curriculum.initial_level: must be >= 1, got 0"),
@@ -83,6 +84,16 @@ def test_real_process_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "recipe.yaml: simulator.max_new_tokens: must be > 0, got -5"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_llama_cpp_policy_does_not_train(tmp_path, capsys):
+    """llama_cpp serves an exported policy (eval, simulate); train refuses it before anything loads."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("policy:\n  backend: llama_cpp\n", encoding="utf-8")
+    assert main([str(recipe), "--db", str(tmp_path / "db.sqlite")]) == 2
+    assert capsys.readouterr().err == ("recipe.yaml: policy.backend: llama_cpp serves an exported policy (eval, simulate); "
+                                       "training needs transformers\n")
+    assert not (tmp_path / "db.sqlite").exists()
 
 
 def test_missing_recipe_file_exits_2(tmp_path):

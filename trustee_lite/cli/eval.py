@@ -14,7 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bfcl", nargs="+", default=[], metavar="CATEGORY",
                         help="BFCL v4 categories, e.g. simple_python multiple parallel (or: all)")
     parser.add_argument("--adapter", action="append", default=[], metavar="DIR",
-                        help="a LoRA adapter folder to evaluate (repeatable; default: the recipe's policy as it is)")
+                        help="a LoRA adapter folder to evaluate (repeatable; default: the recipe's policy as it is); "
+                             "with --policy-backend llama_cpp, a GGUF LoRA file or the folder export --to gguf-lora wrote")
+    parser.add_argument("--policy-backend", choices=("transformers", "llama_cpp"), default=None,
+                        help="run the policy with transformers (as it trained) or llama.cpp (a GGUF base and an exported "
+                             "GGUF LoRA, as it will be served); default: the recipe's policy.backend")
     parser.add_argument("--base", action="store_true", help="evaluate the base model too, next to the adapters")
     parser.add_argument("--limit", type=positive, default=None, help="first N items of each BFCL category")
     parser.add_argument("--simulated", type=positive, default=None, metavar="N", help="N held-out simulated tasks")
@@ -35,7 +39,8 @@ def run(args) -> int:
     from trustee_lite.evaluation.evaluate import HELD_OUT, Plan, check_adapter, evaluate
     from trustee_lite.store import Store
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    overrides = args.overrides + ([f"policy.backend={args.policy_backend}"] if args.policy_backend else [])
+    recipe = load_recipe(args.recipe, overrides)
     seed = recipe.seed if args.seed is None else args.seed
     if not args.bfcl and not args.simulated and args.tasks is None:
         raise UserError("eval", "nothing to evaluate: give --bfcl CATEGORY ..., --simulated N and/or --tasks [FILE]")
@@ -60,7 +65,7 @@ def run(args) -> int:
     if not 1 <= level <= 100:
         raise UserError("--level", f"must be between 1 and 100, got {level}")
     categories = bfcl.check_categories(args.bfcl) if args.bfcl else []
-    adapters = [check_adapter(a) for a in args.adapter] or [recipe.policy.adapter]
+    adapters = [check_adapter(a, recipe.policy.backend) for a in args.adapter] or [recipe.policy.adapter]
     if args.base and None not in adapters:
         adapters.insert(0, None)
     plan = Plan(categories, args.limit, args.simulated or 0, level, args.max_new_tokens, recipe.curriculum, tasks)

@@ -20,9 +20,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from trustee_lite.config import load_recipe
+    from trustee_lite.errors import UserError
     from trustee_lite.store import Store
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.policy.backend != "transformers":
+        raise UserError(f"{recipe.source}: policy.backend", "llama_cpp serves an exported policy (eval, simulate); "
+                                                            "training needs transformers")
     seed = recipe.seed if args.seed is None else args.seed
     out_dir = Path(args.out or Path("runs") / recipe.name).resolve()
     with Store(args.db) as store:

@@ -1,5 +1,5 @@
-"""The model sections of a recipe: the policy (always transformers; it trains a LoRA adapter) and
-the simulator (llama.cpp, transformers or an OpenAI-compatible server), with their cross-field
+"""The model sections of a recipe: the policy (transformers, which trains a LoRA adapter; or
+llama_cpp, which serves an exported GGUF LoRA for eval and simulate) and the simulator (llama.cpp, transformers or an OpenAI-compatible server), with their cross-field
 checks."""
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ def check_model_section(cfg, name: str, base: Path) -> None:
             if cfg.backend == "llama_cpp":
                 raise FieldProblem("model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}")
     adapter = getattr(cfg, "adapter", None)
-    if adapter is not None and not (local_path(base, adapter) / "adapter_config.json").is_file():
+    if adapter is not None and cfg.backend == "llama_cpp":
+        if gguf_lora(local_path(base, adapter)) is None:
+            raise FieldProblem("adapter", f"no GGUF LoRA at {local_path(base, adapter)} (llama_cpp takes a .gguf adapter "
+                               "file, or the folder `export --to gguf-lora` wrote)")
+    elif adapter is not None and not (local_path(base, adapter) / "adapter_config.json").is_file():
         raise FieldProblem("adapter", f"no PEFT adapter (adapter_config.json) in {local_path(base, adapter)}")
     if cfg.gguf_file is not None and cfg.model == EMBEDDED:
         raise FieldProblem("gguf_file", "cannot be set when model is 'embedded'")
@@ -49,6 +53,17 @@ def check_model_section(cfg, name: str, base: Path) -> None:
     if cfg.load_in_4bit and (cfg.model == EMBEDDED or cfg.gguf_file or cfg.model.endswith(".gguf")):
         raise FieldProblem("load_in_4bit", "a GGUF model is already quantised; name a safetensors model "
                            "(for example Qwen/Qwen3-8B) to load it in 4 bits")
+
+
+GGUF_LORA = "adapter.gguf"  # the file `export --to gguf-lora` writes
+
+
+def gguf_lora(path: Path) -> Path | None:
+    """The GGUF LoRA file a llama_cpp policy's adapter names: a .gguf file, or the folder `export
+    --to gguf-lora` wrote (its adapter.gguf); None when there is none."""
+    if path.is_dir():
+        path = path / GGUF_LORA
+    return path if path.is_file() and path.suffix == ".gguf" else None
 
 
 class ModelConfig(Section):
@@ -85,8 +100,9 @@ class LoraConfig(Section):
 
 
 class PolicyConfig(ModelConfig):
-    backend: Literal["transformers"] = "transformers"  # the policy trains, so always transformers
-    adapter: str | None = None  # a PEFT adapter directory to start from
+    # transformers trains; llama_cpp serves a GGUF base with an exported GGUF LoRA (eval, simulate)
+    backend: Literal["transformers", "llama_cpp"] = "transformers"
+    adapter: str | None = None  # a PEFT adapter directory to start from (llama_cpp: a GGUF LoRA)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     unsloth: bool = True  # with load_in_4bit: load and train through Unsloth when it is installed
     max_new_tokens: PositiveInt = 128  # per assistant turn

@@ -219,5 +219,5 @@ class Recipe(Section):
         """Policy and simulator name the same weights, loaded the same way: one copy serves both
         (the simulator with the adapter off)."""
         p, s = self.policy, self.simulator
-        return s.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype, p.load_in_4bit) == (
+        return s.backend == p.backend == "transformers" and (p.model, p.gguf_file, p.device, p.dtype, p.load_in_4bit) == (
             s.model, s.gguf_file, s.device, s.dtype, s.load_in_4bit)

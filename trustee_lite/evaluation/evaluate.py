@@ -19,6 +19,7 @@ from pathlib import Path
 
 from trustee_lite import prompts
 from trustee_lite.config import CurriculumConfig, Recipe
+from trustee_lite.config.models import gguf_lora
 from trustee_lite.env.chat import PolicyChat, TemplateError, TokenTrace
 from trustee_lite.env.drafting import draft_file_task
 from trustee_lite.env.knobs import knobs_at, pin_fixed
@@ -56,16 +57,27 @@ class Plan:
         return prompts.policy_system_prompt(pin_fixed(knobs_at(self.level, c.knobs), c.fixed_aspects, c.knobs).system_prompt)
 
 
-def check_adapter(path: str) -> str:
+def check_adapter(path: str, backend: str = "transformers") -> str:
     folder = Path(path)
+    if backend == "llama_cpp":
+        if gguf_lora(folder) is None:
+            raise UserError("--adapter", f"{path}: not a GGUF LoRA (a .gguf file, or the folder export --to gguf-lora "
+                                         "wrote); a PEFT folder runs with --policy-backend transformers")
+        return str(folder.resolve())
     if not (folder / "adapter_config.json").is_file():
         raise UserError("--adapter", f"{path}: not a PEFT adapter folder (no adapter_config.json)")
     return str(folder.resolve())
 
 
 def adapter_step(path: str | None) -> int | None:
-    """The training step an adapter is from: its state.json, or a step-NNNNNN folder name."""
+    """The training step an adapter is from: its state.json (an exported GGUF LoRA: its export's
+    trustee_lite.json), or a step-NNNNNN folder name."""
     if path is None:
+        return None
+    if Path(path).is_file() or gguf_lora(Path(path)) is not None:
+        sidecar = (Path(path).parent if Path(path).is_file() else Path(path)) / "trustee_lite.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return int(json.loads(sidecar.read_text(encoding="utf-8"))["step"])
         return None
     state = Path(path) / "state.json"
     if state.is_file():

@@ -119,9 +119,25 @@ def cache_argument(model) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
+def tokenizer_of(cfg: ModelConfig, place: str):
+    """The tokenizer alone (chat template included) of the model a section names: from the
+    converted copy of a GGUF file when there is one (a second), else from the file itself."""
+    from transformers import AutoTokenizer
+
+    location = locate(cfg)
+    copy = converted.any_copy(location.gguf_path) if location.gguf_path is not None else None
+    kwargs = {"gguf_file": location.gguf_file} if location.gguf_file and copy is None else {}
+    try:
+        return AutoTokenizer.from_pretrained(str(copy or location.source), local_files_only=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise cannot_read(place, location.source, err, "read the tokenizer of") from None
+
+
 def eos_ids(tokenizer, model) -> list[int]:
+    """The ids that end a turn: the tokenizer's and the model's generation config's end of
+    sequence (`model` None: the tokenizer's alone), and ChatML's <|im_end|> when it has one."""
     ids = []
-    for candidate in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+    for candidate in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
         for tok in candidate if isinstance(candidate, list) else [candidate]:
             if tok is not None and tok not in ids:
                 ids.append(tok)
