@@ -87,6 +87,19 @@ def test_a_run_by_name_or_id_and_one_line_mistakes(run, tmp_path, capsys):
     run["peft"].save_pretrained(str(stray))
     assert main(["export", str(stray), "--to", "merged", "--db", db]) == 2
     assert "no training run in the database wrote this adapter" in capsys.readouterr().err
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = run["out"] / "checkpoints" / "other-shape"  # a run's checkpoint folder, of a smaller model
+    get_peft_model(LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)),
+                   LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(str(other))
+    target = tmp_path / "never"
+    assert main(["export", str(other), "--to", "gguf-lora", "--out", str(target), "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("does not fit the base embedded: model.layers.0.self_attn.q_proj's lora_A has "
+                                     "inputs 64, the base's 576") in err, err
+    assert not target.exists() and not list(tmp_path.glob(".never*"))  # nothing half-written is left
 
 
 def test_a_hub_base_not_in_the_cache_names_the_download(run, tmp_path, capsys, monkeypatch):
@@ -101,6 +114,7 @@ def test_a_hub_base_not_in_the_cache_names_the_download(run, tmp_path, capsys, m
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0] == "loading the base Qwen/Qwen3-0.6B on the CPU"  # then the one line
     assert "(fetch it first: hf download Qwen/Qwen3-0.6B)" in err[-1] and not (out / "export-merged").exists()
+    assert not (out / ".export-merged.partial").exists()
 
 
 QUESTIONS = ["What's the weather in Paris?", "Book a table for two at 8 pm.", "Convert 20 dollars to yen.",
@@ -195,3 +209,33 @@ def test_one_quantised_gguf_is_the_merged_policy(run, chat_prompts, peft_rows, t
     top1 = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(peft_rows[0], rows))
     print(f"gguf q8_0 ({result['file_mb']} MB) vs PEFT over {len(chat_prompts)} prompts: top-1 agreement {top1}/{len(chat_prompts)}")
     assert top1 >= 18
+
+
+def test_eval_through_llama_cpp_answers_as_the_trained_policy(run, tmp_path, capsys):
+    """`eval --policy-backend llama_cpp` on the exported GGUF LoRA against `eval` with transformers
+    + PEFT, the same BFCL items, greedy: the same answers. The llama.cpp side runs an f32 GGUF of
+    the base's own weights (the transformers side dequantises the embedded Q4_1 file to f32), so
+    what is compared is the served path (template, LoRA, decoding, stopping), not llama.cpp's
+    quantised arithmetic (on the Q4_1 file itself, 1 of 10 64-token answers matched whole)."""
+    from trustee_lite.export import converter
+    from trustee_lite.lm import converted
+    from trustee_lite.lm.embedded import embedded_gguf
+    from trustee_lite.store import Store
+
+    db, lora, base = str(run["db"]), tmp_path / "lora", tmp_path / "base-f32.gguf"
+    assert main(["export", str(run["adapter"]), "--to", "gguf-lora", "--out", str(lora), "--db", db]) == 0
+    converter.run("convert_hf_to_gguf.py", [str(converted.any_copy(embedded_gguf())), "--outtype", "f32",
+                                            "--outfile", str(base)], "test")
+    capsys.readouterr()
+    common = ["eval", str(ROOT / "recipes" / "smoke.yaml"), "--bfcl", "simple_python", "--limit", "10",
+              "--max-new-tokens", "32", "--db", db]
+    assert main([*common, "--adapter", str(run["adapter"])]) == 0
+    assert main([*common, "--policy-backend", "llama_cpp", "--adapter", str(lora), "--set", f"policy.model={base}"]) == 0
+    variants = [json.loads(line)["variants"][0] for line in capsys.readouterr().out.splitlines()]
+    assert variants[1]["adapter"] == str(lora) and variants[1]["scores"][0]["adapter_step"] == 3
+    with Store(run["db"]) as store:
+        answers = [{r["item_id"]: r["output"] for r in store.db.query(
+            "SELECT item_id, output FROM eval_items WHERE run_id = ?", [v["run_id"]])} for v in variants]
+    agree = sum(answers[0][item] == answers[1].get(item) for item in answers[0])
+    print(f"eval through llama.cpp vs transformers + PEFT: {agree}/{len(answers[0])} greedy BFCL answers the same")
+    assert len(answers[0]) == 10 and agree >= 9

@@ -1,4 +1,5 @@
-"""`export RUN_OR_ADAPTER --to merged [--out DIR]`: a trained policy as a folder other tools load."""
+"""`export RUN_OR_ADAPTER --to merged|gguf-lora|gguf [--out DIR]`: a trained policy as files other
+tools load, written whole or not at all."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def run(args) -> int:
     from trustee_lite.export.gguf_lora import export_gguf_lora
     from trustee_lite.export.merged import export_merged
     from trustee_lite.export.source import find
+    from trustee_lite.export.staging import moved, staged
     from trustee_lite.progress import doing
 
     source = find(args.target, args.db)
@@ -42,18 +44,23 @@ def run(args) -> int:
         raise UserError("--base-gguf", f"file not found: {args.base_gguf}")
     doing(f"trustee_lite export {args.target}: {args.to}", quiet=True)
     step = source.step if source.step is not None else "?"
+    with staged(out) as staging:
+        if args.to == "merged":
+            result = export_merged(source, staging)
+        elif args.to == "gguf":
+            result = export_gguf(source, staging, args.quant)
+        else:
+            result = export_gguf_lora(source, staging, str(Path(args.base_gguf).resolve()) if args.base_gguf else None)
+    result = moved(result, staging, out)
     if args.to == "merged":
-        result = export_merged(source, out)
         print(f"wrote {out} ({result['weights_mb']:,} MB of {result['dtype']} weights, run {source.run_id} step {step}); "
               f"load it with AutoModelForCausalLM.from_pretrained('{out}') or serve it: vllm serve {out}", file=sys.stderr)
     elif args.to == "gguf":
-        result = export_gguf(source, out, args.quant)
         print(f"wrote {result['file']} ({result['file_mb']:,} MB, {args.quant}, run {source.run_id} step {step}), a "
               f"Modelfile and README.txt; run it: llama-cli -m {result['file']}", file=sys.stderr)
     else:
-        base = str(Path(args.base_gguf).resolve()) if args.base_gguf else None
-        result = export_gguf_lora(source, out, base)
         print(f"wrote {result['adapter_file']} ({result['adapter_mb']} MB, run {source.run_id} step {step}), a Modelfile "
               f"and README.txt; run it: ollama create NAME -f {out / 'Modelfile'}", file=sys.stderr)
     print_json(result, args.db)
     return 0
+

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from trustee_lite.errors import UserError
-from trustee_lite.export import converter
+from trustee_lite.export import converter, ollama
+from trustee_lite.export.fit import check_fits
+from trustee_lite.export.merged import SIDECAR
 from trustee_lite.export.source import ExportSource
 from trustee_lite.progress import say
 
@@ -19,6 +21,8 @@ ADAPTER_FILE = "adapter.gguf"
 
 
 def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> dict:
+    from transformers import AutoConfig
+
     start = time.perf_counter()
     settings = json.loads((source.adapter / "adapter_config.json").read_text(encoding="utf-8"))
     for key, what in (("use_dora", "DoRA"), ("use_rslora", "rank-stabilised scaling"), ("modules_to_save", "fully trained modules")):
@@ -28,11 +32,13 @@ def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         config = _base_config(source, Path(tmp))
+        check_fits(source.adapter, AutoConfig.from_pretrained(str(config), local_files_only=True), source.policy.model)
         say(f"converting the adapter with llama.cpp's convert_lora_to_gguf.py (base config: {config.name})")
         converter.run("convert_lora_to_gguf.py", ["--base", str(config), "--outtype", "f32",
                                                   "--outfile", str(out / ADAPTER_FILE), str(source.adapter)],
                       str(source.adapter))
     policy = source.policy
+    (out / SIDECAR).write_text(json.dumps({**source.record(), "base_gguf": base}, indent=1), encoding="utf-8")
     (out / "Modelfile").write_text(modelfile(base, policy, ADAPTER_FILE), encoding="utf-8")
     (out / "README.txt").write_text(
         f"llama.cpp:          llama-cli -m {base or 'BASE.gguf'} --lora {ADAPTER_FILE}\n"
@@ -45,12 +51,15 @@ def export_gguf_lora(source: ExportSource, out: Path, base_gguf: str | None) -> 
 
 
 def modelfile(base: str | None, policy, adapter: str | None) -> str:
-    """Ollama's Modelfile: the base GGUF, the adapter (if any), the recipe's sampling. No
-    TEMPLATE yet: Ollama derives one from the base GGUF's metadata (not checked here)."""
+    """Ollama's Modelfile: the base GGUF, the adapter (if any), the recipe's sampling, then the
+    chat lines of export/ollama.py: for a Qwen2.5, Qwen3, Llama 3 or Gemma 2 base (read from the
+    base's files) its stop tokens and a TEMPLATE rendering what the policy was trained on; for any
+    other base a comment saying there is none (Ollama then picks one from the GGUF's metadata,
+    not checked here)."""
     lines = [f"FROM {base}" if base else "FROM ./BASE.gguf  # the base model as a GGUF file: put its path here",
              *([f"ADAPTER ./{adapter}"] if adapter else []),
              f"PARAMETER temperature {policy.temperature:g}", f"PARAMETER top_p {policy.top_p:g}",
-             f"PARAMETER num_predict {policy.max_new_tokens}"]
+             f"PARAMETER num_predict {policy.max_new_tokens}", *ollama.modelfile_lines(policy)]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from trustee_lite.errors import UserError
+from trustee_lite.export.fit import check_fits
 from trustee_lite.export.source import ExportSource
 from trustee_lite.progress import say
 
@@ -31,6 +32,7 @@ def export_merged(source: ExportSource, out: Path) -> dict:
                                          "dtype": "bfloat16" if four_bit else policy.dtype})
     say(f"loading the base {policy.model} on the CPU" + (" in bf16 (the run loaded it in 4 bits)" if four_bit else ""))
     loaded = hf_load.load(base_cfg, f"run {source.run_id}: policy")
+    check_fits(source.adapter, loaded.model.config, policy.model)
     try:
         model = PeftModel.from_pretrained(loaded.model, str(source.adapter))
     except (ValueError, RuntimeError, KeyError) as err:
@@ -46,10 +48,7 @@ def export_merged(source: ExportSource, out: Path) -> dict:
     with torch.no_grad():
         merged.save_pretrained(str(out), safe_serialization=True)
     loaded.tokenizer.save_pretrained(str(out))
-    sidecar = {"run_id": source.run_id, "run": source.run_name, "step": source.step, "base": policy.model,
-               "adapter": str(source.adapter), "enable_thinking": policy.thinking,
-               "dtype": str(next(merged.parameters()).dtype).removeprefix("torch."),
-               "sampling": {"temperature": policy.temperature, "top_p": policy.top_p}}
+    sidecar = {**source.record(), "dtype": str(next(merged.parameters()).dtype).removeprefix("torch.")}
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return {"to": "merged", "out": str(out.resolve()), "weights_mb": round(size / 2**20, 1), **sidecar,

@@ -24,6 +24,13 @@ class ExportSource:
     step: int | None  # the training step it is from (its state.json), when known
     out_dir: Path  # the run's output folder
 
+    def record(self) -> dict:
+        """What an export writes beside its files (trustee_lite.json): where it came from, the
+        enable_thinking choice to pass to the template, the recipe's sampling."""
+        return {"run_id": self.run_id, "run": self.run_name, "step": self.step, "base": self.policy.model,
+                "adapter": str(self.adapter), "enable_thinking": self.policy.thinking,
+                "sampling": {"temperature": self.policy.temperature, "top_p": self.policy.top_p}}
+
 
 def find(target: str, db: str) -> ExportSource:
     """A run id, a run name (its newest training run) or an adapter folder, in the database."""
