@@ -53,7 +53,7 @@ class LlamaCppBackend(Backend):
                 seed=0, lora_path=str(lora) if lora is not None else None,
                 verbose=False,
             )
-        except ValueError as err:
+        except (ValueError, RuntimeError) as err:  # RuntimeError: a LoRA that does not fit the base
             what = f"{self.location.gguf_path} with the LoRA {lora}" if lora is not None else str(self.location.gguf_path)
             raise UserError(f"{place}.model", f"llama.cpp cannot load {what}: {err}") from None
         self._grammars: dict[str, object] = {}
