@@ -408,7 +408,7 @@ def go_render(tmp_path_factory):
     return render
 
 
-def test_each_template_renders_what_the_policy_was_trained_on(go_render, capsys):
+def test_each_template_renders_what_the_policy_was_trained_on(go_render):
     """8 variants (Qwen2.5, Qwen3 with thinking default/on/off, thinking-only Qwen3, Llama 3.1,
     Llama 3.0, Gemma 2) x 5 conversations: Go's rendering of the Ollama request equals the
     policy's trained context (JSON compared as values), and the tag Ollama's tool parser
@@ -422,9 +422,8 @@ def test_each_template_renders_what_the_policy_was_trained_on(go_render, capsys)
         assert canonical(result["text"]) == canonical(want), (variant, conversation, result["text"], want)
         assert result["tag"] == "<tool_call>\n" and format_call("f", {}).startswith(result["tag"]), result["tag"]
         exact += result["text"] == want
-    with capsys.disabled():
-        print(f"\nOllama templates: {len(pairs)} of {len(pairs)} renderings equal the trained context "
-              f"({exact} byte for byte; the rest differ only in JSON spacing and key order)")
+    print(f"\nOllama templates: {len(pairs)} of {len(pairs)} renderings equal the trained context "
+          f"({exact} byte for byte; the rest differ only in JSON spacing and key order)")
     assert exact >= len(VARIANTS) * 2  # the conversations without tools match byte for byte
 
 

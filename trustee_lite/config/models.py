@@ -1,6 +1,6 @@
 """The model sections of a recipe: the policy (transformers, which trains a LoRA adapter; or
-llama_cpp, which serves an exported GGUF LoRA for eval and simulate) and the simulator (llama.cpp, transformers or an OpenAI-compatible server), with their cross-field
-checks."""
+llama_cpp, which serves an exported GGUF LoRA for eval and simulate) and the simulator
+(llama.cpp, transformers or an OpenAI-compatible server), with their cross-field checks."""
 
 from __future__ import annotations
 
