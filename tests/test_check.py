@@ -72,6 +72,12 @@ def test_with_a_local_model_in_place_the_table_and_exit_0(name, family_dirs, ans
         assert "native tools (<tool_call>)" in out and "a card of 24 GiB (--gpu): fits" in out
 
 
+def test_a_llama_cpp_policy_is_named_as_serving_only(capsys):
+    assert main(["check", str(ROOT / "recipes" / "smoke.yaml"), "--set", "policy.backend=llama_cpp"]) == 0
+    policy = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("policy"))
+    assert policy.endswith("context 8,192 (llama_cpp: it serves an exported policy to eval and simulate, and does not train)")
+
+
 def test_a_card_too_small_is_refused(family_dirs, answering_server, tmp_path, capsys):
     recipe = with_tiny_models("desktop-24gb.yaml", family_dirs["qwen3"], tmp_path, answering_server)
     assert main(["check", str(recipe), "--gpu", "0.5"]) == 2

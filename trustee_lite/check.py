@@ -115,7 +115,9 @@ def run_check(recipe: Recipe, gpu_gib: float | None) -> tuple[list[tuple[str, st
     tokenizer = AutoTokenizer.from_pretrained(policy.source, local_files_only=True, **kwargs)
     shape = Shape.of(config)
     rows, problems = [("recipe", f"{recipe.source}: valid")], []
-    rows.append(("policy", f"{policy.label}: {shape.params / 1e9:.2f} B parameters, context {shape.window or '?':,}"))
+    serves = " (llama_cpp: it serves an exported policy to eval and simulate, and does not train)" * (
+        recipe.policy.backend == "llama_cpp")
+    rows.append(("policy", f"{policy.label}: {shape.params / 1e9:.2f} B parameters, context {shape.window or '?':,}{serves}"))
     rows.append(("simulator", _simulator_row(recipe, found["simulator"])))
     pool, pool_text = preview_pool(recipe)
     rows.append(("tools", pool_text))
