@@ -21,6 +21,10 @@ SMOKE = str(ROOT / "recipes" / "smoke.yaml")
     ([SMOKE, "--tasks", "/nonexistent/tasks.jsonl"], "--tasks: file not found: /nonexistent/tasks.jsonl"),
     ([SMOKE, "--bfcl", "simple_java"], "--bfcl: unknown or unsupported BFCL category 'simple_java'"),
     ([SMOKE, "--bfcl", "simple_python", "--adapter", "/nonexistent/adapter"], "--adapter: /nonexistent/adapter: not a PEFT adapter folder"),
+    ([SMOKE, "--bfcl", "simple_python", "--policy-backend", "llama_cpp", "--adapter", str(ROOT / "recipes")],
+     f"--adapter: {ROOT / 'recipes'}: not a GGUF LoRA (a .gguf file, or the folder export --to gguf-lora wrote)"),
+    ([SMOKE, "--bfcl", "simple_python", "--policy-backend", "llama_cpp", "--set", "policy.model=Qwen/Qwen3-0.6B"],
+     "smoke.yaml: policy.model: llama_cpp needs a local .gguf file, got 'Qwen/Qwen3-0.6B'"),
     ([SMOKE, "--simulated", "2", "--level", "0"], "--level: must be between 1 and 100, got 0"),
     ([str(ROOT / "missing.yaml"), "--bfcl", "simple_python"], f"{ROOT / 'missing.yaml'}: recipe file not found"),
 ])

@@ -33,7 +33,8 @@ def check_model_section(cfg, name: str, base: Path) -> None:
             if cfg.model.startswith((".", "/", "~")) or cfg.model.endswith(".gguf"):
                 raise FieldProblem("model", f"path not found: {model}")
             if cfg.backend == "llama_cpp":
-                raise FieldProblem("model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}")
+                hint = " (the policy's base as a GGUF file: --set policy.model=BASE.gguf)" if name == "policy" else ""
+                raise FieldProblem("model", f"llama_cpp needs a local .gguf file, got {cfg.model!r}{hint}")
     adapter = getattr(cfg, "adapter", None)
     if adapter is not None and cfg.backend == "llama_cpp":
         if gguf_lora(local_path(base, adapter)) is None:
