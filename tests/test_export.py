@@ -154,7 +154,8 @@ def peft_rows(run, chat_prompts):
     return lora, base
 
 
-def llama_rows(model: str, prompts, **lora):
+def llama_scores(model: str, prompts, **lora):
+    """llama-cpp-python's logits at every position of each prompt (`lora`: lora_path=...)."""
     import numpy as np
     from llama_cpp import Llama
 
@@ -163,9 +164,14 @@ def llama_rows(model: str, prompts, **lora):
     for p in prompts:
         llm.reset()
         llm.eval(p)
-        rows.append(np.array(llm.scores[len(p) - 1], dtype=np.float32))
+        rows.append(np.array(llm.scores[:len(p)], dtype=np.float32))
     llm.close()
     return rows
+
+
+def llama_rows(model: str, prompts, **lora):
+    """The last position's logits of each prompt."""
+    return [scores[-1] for scores in llama_scores(model, prompts, **lora)]
 
 
 def test_gguf_lora_in_llama_cpp_is_the_policy(run, chat_prompts, peft_rows, tmp_path, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from gguf_base import write_base_gguf
+from test_export import llama_scores
 
 from trustee_lite.__main__ import main
 from trustee_lite.config import load_recipe
@@ -34,21 +35,6 @@ def hf_rows(model, prompts):
 
     with torch.no_grad():
         return [model(torch.tensor([p])).logits[0].numpy() for p in prompts]
-
-
-def llama_rows(model: str, prompts, **lora):
-    """llama-cpp-python's logits at every position of each prompt."""
-    import numpy as np
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=model, n_ctx=256, logits_all=True, verbose=False, seed=0, **lora)
-    rows = []
-    for p in prompts:
-        llm.reset()
-        llm.eval(p)
-        rows.append(np.array(llm.scores[:len(p)], dtype=np.float32))
-    llm.close()
-    return rows
 
 
 def log_probs(rows):
@@ -91,8 +77,8 @@ def test_gguf_lora_of_a_family_moves_llama_cpp_as_peft(family, family_dirs, fami
     hf_lora = hf_rows(peft, prompts)
     with peft.disable_adapter():
         hf_base = hf_rows(peft, prompts)
-    ll_base = llama_rows(str(base_gguf), prompts)
-    ll_lora = llama_rows(str(base_gguf), prompts, lora_path=result["adapter_file"])
+    ll_base = llama_scores(str(base_gguf), prompts)
+    ll_lora = llama_scores(str(base_gguf), prompts, lora_path=result["adapter_file"])
     assert all(np.isfinite(r).all() for r in ll_base + ll_lora)
 
     base_gap = max(float(np.abs(h - x).max()) for h, x in zip(hf_base, ll_base))
